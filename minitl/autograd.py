@@ -1,0 +1,669 @@
+"""Tensor, Function and reverse-mode autograd, with the primitive ops.
+
+A Tensor wraps a raw array (`.data`, NumPy or CuPy) and, when it was made by an
+op that needs gradients, remembers that op (`_creator`). Each op is a Function:
+`forward` and `backward` on raw arrays, side by side. `Tensor.backward` visits
+the recorded graph once, in a fixed order, and hands every Function the
+gradient of its output.
+"""
+
+import builtins
+import contextlib
+
+from minitl import backend
+
+# ---------------------------------------------------------------- grad mode
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no op records a graph (evaluation, feature extraction)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def manual_seed(seed):
+    """Seed every random draw minitl makes; draws happen on the host, so CPU and GPU agree."""
+    backend.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- Tensor
+
+def _as_array(data, dtype=None, device=None):
+    """Turn user data into a raw array: Python numbers and lists become float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend.is_array(data):
+        xp = backend.get_array_module(data)
+        array = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+    else:
+        if isinstance(data, str) or data is None:
+            raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
+        array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
+    if device is not None or backend.device_of(array) != "cpu":
+        array = backend.to_device(array, device if device is not None else backend.device_of(array))
+    elif backend.default_device() != "cpu":
+        array = backend.to_device(array, backend.default_device())
+    return array
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it."""
+
+    __slots__ = ("data", "grad", "_requires_grad", "_creator", "_retain_grad", "__weakref__")
+    __array_ufunc__ = None     # NumPy defers `array * tensor` to Tensor.__rmul__
+    __array_priority__ = 1000  # and so does CuPy
+
+    def __init__(self, data, requires_grad=False, device=None, dtype=None):
+        self.data = _as_array(data, dtype, device)
+        self.grad = None
+        self._creator = None
+        self._retain_grad = False
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _make(cls, array, requires_grad=False):
+        """The fast path for op outputs: the array is already right."""
+        t = object.__new__(Tensor)
+        t.data, t.grad, t._creator, t._retain_grad, t._requires_grad = array, None, None, False, requires_grad
+        return t
+
+    # ---- attributes
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if flag and not backend.is_float(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.data.dtype}")
+        self._requires_grad = bool(flag)
+
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: backend.device_of(self.data))
+    T = property(lambda self: self.transpose())
+    is_leaf = property(lambda self: self._creator is None)
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = repr(backend.to_host(self.data)).replace("array(", "tensor(", 1)
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self._requires_grad:
+            extras.append("requires_grad=True")
+        if extras:
+            body = body[:-1] + ", " + ", ".join(extras) + ")"
+        return body
+
+    # ---- conversion
+    def detach(self):
+        """The same data with no history: gradients stop here."""
+        return Tensor._make(self.data)
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU when it lives there)."""
+        return backend.to_host(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.item()
+
+    def to(self, device):
+        """This tensor on another device; gradients flow back across the move."""
+        if backend.check_device(device) == self.device:
+            return self
+        return ToDevice(device)(self)
+
+    def retain_grad(self):
+        """Keep `.grad` on this intermediate tensor after backward (leaves always keep it)."""
+        self._retain_grad = True
+
+    def argmax(self, axis=None):
+        """Index of the largest value (no gradient): predictions from logits."""
+        return Tensor._make(self.data.argmax(axis=axis))
+
+    # ---- autograd
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
+        if not self._requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: "
+                               "no input of the ops that made it requires grad, or grad mode was off")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a one-element tensor, this one has "
+                                   f"shape {self.shape}: pass grad= of that shape")
+            grad = backend.get_array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = _as_array(grad, self.dtype, self.device)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected {self.shape}")
+        _run_backward(self, grad)
+
+    # ---- operators (the ops are defined below)
+    def __add__(self, other): return add(self, other)
+    def __radd__(self, other): return add(other, self)
+    def __sub__(self, other): return sub(self, other)
+    def __rsub__(self, other): return sub(other, self)
+    def __mul__(self, other): return mul(self, other)
+    def __rmul__(self, other): return mul(other, self)
+    def __truediv__(self, other): return div(self, other)
+    def __rtruediv__(self, other): return div(other, self)
+    def __matmul__(self, other): return matmul(self, other)
+    def __rmatmul__(self, other): return matmul(other, self)
+    def __pow__(self, exponent): return pow(self, exponent)
+    def __neg__(self): return neg(self)
+    def __getitem__(self, index): return getitem(self, index)
+
+    def exp(self): return exp(self)
+    def log(self): return log(self)
+    def sum(self, axis=None, keepdims=False): return sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes):
+        """NumPy's meaning: no axes reverses them all, else a permutation."""
+        return transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
+
+
+def tensor(data, requires_grad=False, device=None, dtype=None):
+    """A new tensor holding a copy of `data` (numbers and lists become float32)."""
+    t = Tensor(data, requires_grad=requires_grad, device=device, dtype=dtype)
+    if backend.is_array(data) or isinstance(data, Tensor):
+        t.data = t.data.copy()
+    return t
+
+
+# ---------------------------------------------------------------- Function and the backward pass
+
+class Function:
+    """One op: `forward` and `backward` on raw arrays.
+
+    Calling a Function on tensors runs forward; if grad mode is on and some input
+    requires grad, the output remembers this Function and its inputs. Before
+    forward runs, `self.needs_grad[i]` says whether input i needs a gradient, so
+    forward can skip saving what backward will not use, and backward computes
+    only those gradients (returning None for the others).
+    """
+
+    def __call__(self, *inputs):
+        record = _grad_enabled and any(t._requires_grad for t in inputs)
+        self.needs_grad = tuple(record and t._requires_grad for t in inputs)
+        out = Tensor._make(self.forward(*(t.data for t in inputs)), record)
+        if record:
+            self.inputs = inputs
+            out._creator = self
+        return out
+
+    def forward(self, *xs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, gy):
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+
+def _graph_order(root):
+    """Every tensor that root depends on and that requires grad, inputs before outputs.
+
+    Iterative depth-first search (no recursion limit) that follows inputs in their
+    order, so the order is the same on every run.
+    """
+    order, seen = [], {id(root)}
+    stack = [(root, iter(root._creator.inputs if root._creator else ()))]
+    while stack:
+        t, pending = stack[-1]
+        for parent in pending:
+            if parent._requires_grad and id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append((parent, iter(parent._creator.inputs if parent._creator else ())))
+                break
+        else:
+            stack.pop()
+            order.append(t)
+    return order
+
+
+def _run_backward(root, grad):
+    grads = {id(root): grad}
+    for t in reversed(_graph_order(root)):
+        gy = grads.pop(id(t), None)
+        if gy is None:
+            continue
+        if t._creator is None or t._retain_grad:
+            # .grad is ours alone (a copy), so accumulating into it in place is safe
+            if t.grad is None:
+                t.grad = gy.copy()
+            else:
+                t.grad += gy
+        if t._creator is None:
+            continue
+        fn = t._creator
+        gxs = fn.backward(gy)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        for x, gx in zip(fn.inputs, gxs):
+            if gx is None or not x._requires_grad:
+                continue
+            # out of place: gx may be a view of gy, which belongs to someone else
+            grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+
+
+def unbroadcast(g, shape):
+    """Sum g over the axes that broadcasting added or stretched, back to `shape`."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and g.shape[extra + i] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape) if extra else g
+
+
+# ---------------------------------------------------------------- operands
+
+def _lift(x, like):
+    """A non-tensor operand as a tensor: Python scalars take the dtype of the tensor beside them."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (bool, int, float)) and not backend.is_array(x):
+        if backend.is_float(like.dtype) or not isinstance(x, float):
+            dtype = like.dtype
+        else:
+            dtype = backend.float32
+        return Tensor._make(backend.get_array_module(like.data).asarray(x, dtype=dtype))
+    return Tensor(x, device=like.device) if not backend.is_array(x) else Tensor._make(x)
+
+
+def check_compatible(op, *tensors):
+    """All tensors on one device, and all float ones of one dtype, or a clear error."""
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"{op}: tensors are on different devices ({' and '.join(sorted(devices))}); "
+                         f"move them to one with .to(device)")
+    floats = sorted({str(t.dtype) for t in tensors if backend.is_float(t.dtype)})
+    if len(floats) > 1:
+        raise TypeError(f"{op}: tensors have different float dtypes ({' and '.join(floats)}); "
+                        f"minitl never promotes silently, convert one explicitly")
+
+
+def _operands(a, b, op):
+    """Two tensors on one device with one float dtype, or a clear error."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    b = _lift(b, a) if not isinstance(b, Tensor) else b
+    check_compatible(op, a, b)
+    fa, fb = backend.is_float(a.dtype), backend.is_float(b.dtype)
+    if fa and not fb:
+        b = Tensor._make(b.data.astype(a.dtype))
+    elif fb and not fa:
+        a = Tensor._make(a.data.astype(b.dtype))
+    return a, b
+
+
+def broadcast_shape(a, b, op):
+    """The broadcast of two shapes, or a ValueError that names both."""
+    out = []
+    for i in range(1, 1 + builtins.max(len(a), len(b))):
+        n = a[-i] if i <= len(a) else 1
+        m = b[-i] if i <= len(b) else 1
+        if n != m and n != 1 and m != 1:
+            raise ValueError(f"{op}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together")
+        out.append(n if m == 1 else m)
+    return tuple(reversed(out))
+
+
+def _binary(fn_class, a, b, op):
+    a, b = _operands(a, b, op)
+    broadcast_shape(a.shape, b.shape, op)
+    return fn_class()(a, b)
+
+
+# ---------------------------------------------------------------- elementwise ops
+
+class Add(Function):
+    """y = a + b;  ga = gy, gb = gy (summed over broadcast axes)"""
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        ga = unbroadcast(gy, self.a_shape) if self.needs_grad[0] else None
+        gb = unbroadcast(gy, self.b_shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+def add(a, b):
+    return _binary(Add, a, b, "add")
+
+
+class Sub(Function):
+    """y = a - b;  ga = gy, gb = -gy"""
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        ga = unbroadcast(gy, self.a_shape) if self.needs_grad[0] else None
+        gb = -unbroadcast(gy, self.b_shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+def sub(a, b):
+    return _binary(Sub, a, b, "sub")
+
+
+class Mul(Function):
+    """y = a * b;  ga = gy * b, gb = gy * a"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        ga = unbroadcast(gy * self.b, self.a.shape) if self.needs_grad[0] else None
+        gb = unbroadcast(gy * self.a, self.b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+def mul(a, b):
+    return _binary(Mul, a, b, "mul")
+
+
+class Div(Function):
+    """y = a / b;  ga = gy / b, gb = -gy * a / b**2"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, gy):
+        ga = unbroadcast(gy / self.b, self.a.shape) if self.needs_grad[0] else None
+        gb = unbroadcast(-gy * self.a / (self.b * self.b), self.b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+def div(a, b):
+    return _binary(Div, a, b, "div")
+
+
+class Neg(Function):
+    """y = -x;  gx = -gy"""
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+def neg(x):
+    return Neg()(x)
+
+
+class Pow(Function):
+    """y = x ** c for a constant c;  gx = gy * c * x ** (c - 1)"""
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.c
+
+    def backward(self, gy):
+        return gy * self.c * self.x ** (self.c - 1)
+
+
+def pow(x, c):
+    if isinstance(c, Tensor) or not isinstance(c, (int, float)):
+        raise TypeError(f"pow: the exponent must be a Python number, got {type(c).__name__}")
+    return Pow(c)(x)
+
+
+class Exp(Function):
+    """y = exp(x);  gx = gy * y"""
+    def forward(self, x):
+        self.y = backend.get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+def exp(x):
+    return Exp()(x)
+
+
+class Log(Function):
+    """y = log(x);  gx = gy / x"""
+    def forward(self, x):
+        self.x = x
+        return backend.get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.x
+
+
+def log(x):
+    return Log()(x)
+
+
+# ---------------------------------------------------------------- matrix product
+
+class MatMul(Function):
+    """y = a @ b;  ga = gy @ b^T, gb = a^T @ gy (batch axes broadcast)"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        ga = unbroadcast(gy @ self.b.swapaxes(-1, -2), self.a.shape) if self.needs_grad[0] else None
+        gb = unbroadcast(self.a.swapaxes(-1, -2) @ gy, self.b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+def matmul(a, b):
+    a, b = _operands(a, b, "matmul")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul: both operands need at least 2 dimensions, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
+                         f"({a.shape[-1]} columns against {b.shape[-2]} rows)")
+    broadcast_shape(a.shape[:-2], b.shape[:-2], "matmul (batch axes)")
+    return MatMul()(a, b)
+
+
+# ---------------------------------------------------------------- reductions
+
+def _normalize_axes(axis, ndim, op):
+    """axis (None, int or tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(a % builtins.max(ndim, 1) for a in axes))
+
+
+def _keepdims_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Sum(Function):
+    """y = sum of x over axes;  gx = gy broadcast back to x's shape"""
+    def __init__(self, axes, keepdims):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        gy = gy.reshape(_keepdims_shape(self.x_shape, self.axes))
+        return backend.get_array_module(gy).broadcast_to(gy, self.x_shape)
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum(_normalize_axes(axis, x.ndim, "sum"), keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    """sum / count, so its gradient comes from Sum and Div."""
+    axes = _normalize_axes(axis, x.ndim, "mean")
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    return sum(x, axes, keepdims) / count
+
+
+class Max(Function):
+    """y = max of x over axes;  gx = gy at the first maximum, 0 elsewhere (PyTorch's max(dim))"""
+    def __init__(self, axes, keepdims):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        kept = [i for i in range(x.ndim) if i not in self.axes]
+        # Move the reduced axes last and flatten them: argmax then finds the first maximum.
+        self.perm = kept + list(self.axes)
+        self.x_shape = x.shape
+        self.kept_shape = tuple(x.shape[i] for i in kept)
+        xt = x.transpose(self.perm).reshape(self.kept_shape + (-1,))
+        self.index = xt.argmax(axis=-1)
+        y = xp.take_along_axis(xt, self.index[..., None], axis=-1)[..., 0]
+        return y.reshape(_keepdims_shape(x.shape, self.axes)) if self.keepdims else y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        m = 1
+        for a in self.axes:
+            m *= self.x_shape[a]
+        hit = xp.arange(m) == self.index[..., None]  # one-hot of the first maximum
+        gxt = hit * gy.reshape(self.kept_shape + (1,))
+        gxt = gxt.reshape(self.kept_shape + tuple(self.x_shape[a] for a in self.axes))
+        inverse = [self.perm.index(i) for i in range(len(self.perm))]
+        return gxt.transpose(inverse)
+
+
+def max(x, axis=None, keepdims=False):
+    if x.numel() == 0:
+        raise ValueError(f"max: the tensor is empty (shape {x.shape})")
+    return Max(_normalize_axes(axis, x.ndim, "max"), keepdims)(x)
+
+
+# ---------------------------------------------------------------- shape ops
+
+class Reshape(Function):
+    """y = x viewed with a new shape;  gx = gy reshaped back"""
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.x_shape)
+
+
+def reshape(x, shape):
+    shape = tuple(int(n) for n in shape)
+    known = 1
+    for n in shape:
+        known *= n if n != -1 else 1
+    if shape.count(-1) > 1 or any(n < -1 for n in shape) or (
+            x.numel() != known if -1 not in shape else known == 0 or x.numel() % known):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.numel()} elements) into {shape}")
+    return Reshape(shape)(x)
+
+
+class Transpose(Function):
+    """y = x with its axes permuted;  gx = gy with the inverse permutation"""
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inverse = [self.axes.index(i) for i in range(len(self.axes))]
+        return gy.transpose(inverse)
+
+
+def transpose(x, axes=None):
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}")
+    return Transpose(axes)(x)
+
+
+def _is_basic_index(index):
+    """Slices, integers, None and Ellipsis only: no element is picked twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index];  gx = zeros with gy added at index (repeated indices add up)"""
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy):
+        gx = backend.get_array_module(gy).zeros(self.x_shape, dtype=self.x_dtype)
+        if _is_basic_index(self.index):
+            gx[self.index] = gy  # each element at most once: a plain assignment is enough
+        else:
+            backend.scatter_add(gx, self.index, gy)
+        return gx
+
+
+def getitem(x, index):
+    xp = backend.get_array_module(x.data)
+
+    def convert(p):
+        if isinstance(p, Tensor):
+            p = p.data
+        if isinstance(p, list) or backend.is_array(p):
+            return backend.to_device(xp.asarray(p) if isinstance(p, list) else p, x.device)
+        return p
+
+    index = tuple(convert(p) for p in index) if isinstance(index, tuple) else convert(index)
+    try:
+        return GetItem(index)(x)
+    except IndexError as e:
+        raise IndexError(f"indexing a tensor of shape {x.shape}: {e}") from None
+
+
+class ToDevice(Function):
+    """y = x on another device;  gx = gy moved back"""
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, gy):
+        return backend.to_device(gy, self.source)

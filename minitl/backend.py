@@ -1,0 +1,184 @@
+"""The only module that knows which array library is underneath.
+
+Devices are named as in PyTorch: "cpu" is NumPy, "cuda" is CuPy. Every other
+module asks this one for `xp`, the array module that matches its data, so one
+piece of array code runs on both. Random numbers are always drawn on the host
+(NumPy) and then moved, so one seed gives the same numbers on every device.
+"""
+
+import functools
+import os
+
+import numpy
+
+try:  # CuPy is optional: the "gpu" extra
+    import cupy
+    import cupyx
+except ImportError:  # pragma: no cover - depends on the machine
+    cupy = None
+    cupyx = None
+
+numpy_host = numpy  # the host array module, for code that must run on the CPU (data, io)
+
+float32 = numpy.dtype("float32")
+float64 = numpy.dtype("float64")
+int64 = numpy.dtype("int64")
+
+DEVICES = ("cpu", "cuda")
+
+
+# ---------------------------------------------------------------- devices
+
+@functools.lru_cache(maxsize=None)
+def cuda_status():
+    """(True, GPU name) when CuPy sees a GPU, else (False, the reason why not)."""
+    if cupy is None:
+        return False, "CuPy is not installed (pip install 'minitl[gpu]')"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken
+        return False, f"CuPy is installed but CUDA is not usable: {e}"
+    if count == 0:
+        return False, "CuPy is installed but no GPU was found"
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"]
+    return True, name.decode() if isinstance(name, bytes) else str(name)
+
+
+def default_device():
+    """The device named by MINITL_DEVICE, else "cpu"."""
+    return check_device(os.environ.get("MINITL_DEVICE", "cpu"))
+
+
+def check_device(device):
+    """Validate a device name; None means the default. Never falls back silently."""
+    if device is None:
+        return default_device()
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device == "cuda":
+        ok, why = cuda_status()
+        if not ok:
+            raise RuntimeError(f"device 'cuda' was asked for, but {why}")
+    return device
+
+
+def get_array_module(x):
+    """numpy or cupy, for an array or a device name."""
+    if isinstance(x, str):
+        return cupy if check_device(x) == "cuda" else numpy
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return cupy
+    return numpy
+
+
+def device_of(array):
+    return "cuda" if cupy is not None and isinstance(array, cupy.ndarray) else "cpu"
+
+
+def is_array(x):
+    """True for NumPy and CuPy arrays and NumPy scalars (they carry a dtype)."""
+    if isinstance(x, (numpy.ndarray, numpy.generic)):
+        return True
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def to_device(array, device):
+    """Move (or keep) an array on a device; a no-op when it is already there."""
+    device = check_device(device)
+    if device == "cuda":
+        return cupy.asarray(array)
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return numpy.asarray(array)
+
+
+def to_host(array):
+    """A NumPy array, wherever the data lives."""
+    return to_device(array, "cpu")
+
+
+def synchronize(device):
+    """Wait until the device has finished its queued work (GPU timing needs it)."""
+    if device == "cuda":
+        cupy.cuda.Device().synchronize()
+
+
+# ---------------------------------------------------------------- dtypes
+
+def as_dtype(dtype):
+    return numpy.dtype(dtype)
+
+
+def is_float(dtype):
+    return numpy.dtype(dtype).kind == "f"
+
+
+def is_integer(dtype):
+    return numpy.dtype(dtype).kind in "iu"
+
+
+# ---------------------------------------------------------------- host randomness
+
+_rng = numpy.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed every random draw minitl makes (weights, dropout masks, shuffles)."""
+    global _rng
+    _rng = numpy.random.default_rng(seed)
+
+
+def host_rng(seed=None):
+    """The global generator, or a private one when a seed is given."""
+    return _rng if seed is None else numpy.random.default_rng(seed)
+
+
+def uniform(low, high, shape, dtype, device, rng=None):
+    a = (rng or host_rng()).uniform(low, high, size=shape)
+    return to_device(a.astype(dtype), device)
+
+
+def randn(shape, dtype, device, rng=None):
+    a = (rng or host_rng()).standard_normal(size=shape)
+    return to_device(a.astype(dtype), device)
+
+
+# ---------------------------------------------------------------- array helpers with no common spelling
+
+def scatter_add(a, index, values):
+    """a[index] += values, adding repeated indices (NumPy's add.at)."""
+    if get_array_module(a) is numpy:
+        numpy.add.at(a, index, values)
+    else:
+        cupyx.scatter_add(a, index, values)
+
+
+def blas_name():
+    """The BLAS NumPy was built with, for the install doctor and benchmark tags."""
+    try:
+        config = numpy.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:
+        return "unknown"
+
+
+def versions():
+    out = {"numpy": numpy.__version__}
+    if cupy is not None:
+        out["cupy"] = cupy.__version__
+    return out
+
+
+# ---------------------------------------------------------------- files (host side)
+
+def save_npz(file, arrays):
+    """Write a dict of host arrays to an open binary file as an uncompressed .npz."""
+    numpy.savez(file, **arrays)
+
+
+def load_npz(path):
+    """Read every array of an .npz into a dict; never unpickles."""
+    with numpy.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

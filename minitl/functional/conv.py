@@ -1,0 +1,194 @@
+"""Convolution and pooling on NCHW tensors, through im2col and one matrix product.
+
+im2col and col2im are plain array functions (no autograd), written once for
+NumPy and CuPy with slices and slice-adds. Columns are laid out (C*kh*kw, N*oh*ow)
+so a convolution is a single large product W_mat @ col, and the channel axis
+goes first internally ((C, N, H, W)) so each slice copy is a simple strided block.
+"""
+
+from minitl import backend
+from minitl.autograd import Function, check_compatible
+
+
+def _pair(value, name, op):
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def output_size(size, k, stride, pad):
+    return (size + 2 * pad - k) // stride + 1
+
+
+def im2col(x, kh, kw, stride, padding):
+    """(n, c, h, w) -> (c*kh*kw, n*oh*ow): column j holds the patch under output pixel j."""
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    if ph or pw:
+        xpad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        xpad[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
+    else:
+        xpad = x.transpose(1, 0, 2, 3)
+    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, i, j] = xpad[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+    return col.reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(col, x_shape, kh, kw, stride, padding):
+    """The adjoint of im2col: add every column entry back onto the pixel it came from."""
+    xp = backend.get_array_module(col)
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    col = col.reshape(c, kh, kw, n, oh, ow)
+    gpad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            gpad[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += col[:, i, j]
+    return gpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+
+class Conv2d(Function):
+    """y = W_mat @ im2col(x) + b (cross-correlation);  gW = gy_mat @ col^T, gx = col2im(W_mat^T @ gy_mat), gb = sum gy"""
+    def __init__(self, stride, padding):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x, w, *b):
+        n, _, h, wd = x.shape
+        oc, _, kh, kw = w.shape
+        self.x_shape, self.w_shape = x.shape, w.shape
+        oh, ow = output_size(h, kh, self.stride[0], self.padding[0]), output_size(wd, kw, self.stride[1], self.padding[1])
+        col = im2col(x, kh, kw, self.stride, self.padding)
+        w_mat = w.reshape(oc, -1)
+        # Keep only what backward needs: col for the weight gradient, W for the input gradient.
+        self.col = col if self.needs_grad[1] else None
+        self.w_mat = w_mat if self.needs_grad[0] else None
+        y = w_mat @ col
+        if b:
+            y += b[0][:, None]
+        return y.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
+
+    def backward(self, gy):
+        oc, _, kh, kw = self.w_shape
+        gy_mat = gy.transpose(1, 0, 2, 3).reshape(oc, -1)
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            gx = col2im(self.w_mat.T @ gy_mat, self.x_shape, kh, kw, self.stride, self.padding)
+        if self.needs_grad[1]:
+            gw = (gy_mat @ self.col.T).reshape(self.w_shape)
+        if len(self.needs_grad) > 2 and self.needs_grad[2]:
+            gb = gy_mat.sum(axis=1)
+        return gx, gw, gb
+
+
+def _check_4d(x, op):
+    if x.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D cross-correlation as in PyTorch: weight (out, in, kh, kw), NCHW input."""
+    op = "conv2d"
+    stride, padding = _pair(stride, "stride", op), _pair(padding, "padding", op)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    check_compatible(op, *inputs)
+    _check_4d(x, op)
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D (out, in, kh, kw), got shape {weight.shape}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight of shape "
+                         f"{weight.shape} expects {weight.shape[1]}")
+    if min(stride) <= 0:
+        raise ValueError(f"{op}: stride must be positive, got {stride}")
+    if min(padding) < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
+    kh, kw = weight.shape[2:]
+    ph, pw = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
+    if kh > ph or kw > pw:
+        raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input {ph}x{pw} "
+                         f"(input shape {x.shape}, padding {padding})")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    return Conv2d(stride, padding)(*inputs)
+
+
+def _windows(kh, kw, stride, oh, ow):
+    """The (row slice, column slice) of every offset (i, j) inside a pooling window."""
+    sh, sw = stride
+    for i in range(kh):
+        for j in range(kw):
+            yield slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)
+
+
+class MaxPool2d(Function):
+    """y = max over each window;  gx = gy sent to the first maximum of its window (PyTorch's rule)"""
+    def __init__(self, kernel, stride):
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        self.x_shape, self.dtype = x.shape, x.dtype
+        self.oh, self.ow = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
+        # One slice per window offset, stacked: argmax over the offsets finds the first maximum.
+        patches = xp.stack([x[:, :, r, c] for r, c in _windows(kh, kw, self.stride, self.oh, self.ow)])
+        self.index = patches.argmax(axis=0)
+        return xp.take_along_axis(patches, self.index[None], axis=0)[0]
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=self.dtype)
+        for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
+            gx[:, :, r, c] += (self.index == k) * gy
+        return gx
+
+
+class AvgPool2d(Function):
+    """y = mean over each window;  gx = gy / (kh*kw) added to every pixel of its window"""
+    def __init__(self, kernel, stride):
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        self.x_shape = x.shape
+        self.oh, self.ow = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
+        y = None
+        for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
+            y = x[:, :, r, c].copy() if y is None else y + x[:, :, r, c]
+        return y / (kh * kw)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        kh, kw = self.kernel
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        share = gy / (kh * kw)
+        for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
+            gx[:, :, r, c] += share
+        return gx
+
+
+def _pool(function_class, op, x, kernel_size, stride):
+    kernel = _pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else _pair(stride, "stride", op)
+    _check_4d(x, op)
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise ValueError(f"{op}: kernel_size and stride must be positive, got {kernel} and {stride}")
+    if kernel[0] > x.shape[2] or kernel[1] > x.shape[3]:
+        raise ValueError(f"{op}: window {kernel[0]}x{kernel[1]} is larger than the input "
+                         f"{x.shape[2]}x{x.shape[3]} (shape {x.shape})")
+    return function_class(kernel, stride)(x)
+
+
+def max_pool2d(x, kernel_size, stride=None):
+    """Max over kernel_size windows; stride defaults to kernel_size, as in PyTorch."""
+    return _pool(MaxPool2d, "max_pool2d", x, kernel_size, stride)
+
+
+def avg_pool2d(x, kernel_size, stride=None):
+    """Mean over kernel_size windows; stride defaults to kernel_size, as in PyTorch."""
+    return _pool(AvgPool2d, "avg_pool2d", x, kernel_size, stride)

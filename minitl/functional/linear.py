@@ -1,0 +1,44 @@
+"""linear and flatten."""
+
+from minitl.autograd import Function, check_compatible
+
+
+class Linear(Function):
+    """y = x @ W^T + b;  gx = gy @ W, gW = gy^T @ x, gb = sum of gy over rows"""
+    def forward(self, x, w, *b):
+        self.x_shape = x.shape
+        x2 = x.reshape(-1, x.shape[-1])  # leading axes act as one batch axis
+        self.x2 = x2 if self.needs_grad[1] else None
+        self.w = w if self.needs_grad[0] else None
+        y = x2 @ w.T
+        if b:
+            y += b[0]
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, gy):
+        gy2 = gy.reshape(-1, gy.shape[-1])
+        gx = (gy2 @ self.w).reshape(self.x_shape) if self.needs_grad[0] else None
+        gw = gy2.T @ self.x2 if self.needs_grad[1] else None
+        gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight^T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    check_compatible("linear", *inputs)
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has shape {x.shape}, expected (N, {weight.shape[1]}) "
+                         f"to match weight of shape {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    return Linear()(*inputs)
+
+
+def flatten(x, start_dim=1):
+    """Merge every axis from start_dim on (NCHW order, as PyTorch): (N, C, H, W) -> (N, C*H*W)."""
+    if not 0 <= start_dim < max(x.ndim, 1):
+        raise ValueError(f"flatten: start_dim {start_dim} is out of range for shape {x.shape}")
+    return x.reshape(x.shape[:start_dim] + (-1,))

@@ -1,0 +1,92 @@
+"""Losses: cross_entropy and mse_loss, each fused with its closed-form gradient,
+next to a composed twin built from primitive ops (tests show the two agree)."""
+
+from minitl import backend
+from minitl.autograd import Function, Tensor, check_compatible
+from minitl.functional.activation import log_softmax, logsumexp
+
+
+def check_labels(logits, labels, op="cross_entropy"):
+    """Labels as a raw integer array on the logits' device, or a clear error naming what is wrong."""
+    if logits.ndim != 2:
+        raise ValueError(f"{op}: logits must be 2-D (N, C), got shape {logits.shape}")
+    n, c = logits.shape
+    if isinstance(labels, Tensor):
+        labels = labels.data
+    if not backend.is_array(labels):
+        labels = backend.numpy_host.asarray(labels)
+    if not backend.is_integer(labels.dtype):
+        raise TypeError(f"{op}: labels must be integers (class indices), got dtype {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"{op}: labels have shape {tuple(labels.shape)}, expected ({n},) to match logits {logits.shape}")
+    labels = backend.to_device(labels, logits.device)
+    bad = (labels < 0) | (labels >= c)
+    if n and bool(bad.any()):
+        i = int(bad.argmax())
+        raise ValueError(f"{op}: label {int(labels[i])} at position {i} is out of range for {c} classes "
+                         f"(labels must be in 0..{c - 1})")
+    return labels
+
+
+class CrossEntropy(Function):
+    """L = mean_i(logsumexp(z_i) - z_i[y_i]);  gz = (softmax(z) - onehot(y)) * gL / N"""
+    def __init__(self, labels):
+        self.labels = labels
+
+    def forward(self, z):
+        xp = backend.get_array_module(z)
+        n = z.shape[0]
+        lse = logsumexp(z)
+        rows = xp.arange(n)
+        if self.needs_grad[0]:
+            self.p = xp.exp(z - lse)  # softmax, reused by backward
+        return (lse[:, 0] - z[rows, self.labels]).mean()
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        n = self.p.shape[0]
+        gz = self.p.copy()
+        gz[xp.arange(n), self.labels] -= 1
+        gz *= gy / n
+        return gz
+
+
+def cross_entropy(logits, labels):
+    """Mean negative log-likelihood of the labels under softmax(logits); logits (N, C), labels (N,)."""
+    return CrossEntropy(check_labels(logits, labels))(logits)
+
+
+def cross_entropy_composed(logits, labels):
+    """The same loss from primitive ops: -mean(log_softmax(z)[i, y_i])."""
+    labels = check_labels(logits, labels)
+    rows = backend.get_array_module(labels).arange(logits.shape[0])
+    return -log_softmax(logits)[rows, labels].mean()
+
+
+def _check_same_shape(a, b, op):
+    check_compatible(op, a, b)
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} differ; minitl does not broadcast in losses")
+
+
+class MSELoss(Function):
+    """L = mean((a - b)^2);  ga = 2(a - b) * gL / size, gb = -ga"""
+    def forward(self, a, b):
+        self.diff = a - b
+        return (self.diff * self.diff).mean()
+
+    def backward(self, gy):
+        g = self.diff * (2 * gy / self.diff.size)
+        return (g if self.needs_grad[0] else None), (-g if self.needs_grad[1] else None)
+
+
+def mse_loss(a, b):
+    """Mean over all elements of (a - b)^2; the shapes must be equal."""
+    _check_same_shape(a, b, "mse_loss")
+    return MSELoss()(a, b)
+
+
+def mse_loss_composed(a, b):
+    """The same loss from primitive ops: ((a - b) ** 2).mean()."""
+    _check_same_shape(a, b, "mse_loss")
+    return ((a - b) ** 2).mean()

@@ -1,0 +1,128 @@
+"""The layers: thin Modules over minitl.functional, initialised as PyTorch's defaults."""
+
+import contextlib
+import math
+
+from minitl import backend
+from minitl import functional as F
+from minitl.functional.conv import _pair
+from minitl.nn.module import Module, Parameter
+
+
+@contextlib.contextmanager
+def _named_errors(layer):
+    """Prefix a shape or type error from the functional op with the layer that raised it."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{layer!r}: {e}") from None
+
+
+def _init_uniform(shape, fan_in, dtype, device):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for weights
+    (kaiming_uniform with a=sqrt(5)) and biases; drawn on the host."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return Parameter(backend.uniform(-bound, bound, shape, dtype, backend.check_device(device)))
+
+
+class Linear(Module):
+    """y = x @ weight^T + bias, weight of shape (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        dtype = backend.as_dtype(dtype or backend.float32)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _init_uniform((out_features, in_features), in_features, dtype, device)
+        self.bias = _init_uniform((out_features,), in_features, dtype, device) if bias else None
+
+    def forward(self, x):
+        with _named_errors(self):
+            return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) on NCHW input, weight (out, in, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        dtype = backend.as_dtype(dtype or backend.float32)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride, self.padding = _pair(stride, "stride", "Conv2d"), _pair(padding, "padding", "Conv2d")
+        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        self.weight = _init_uniform((out_channels, in_channels) + self.kernel_size, fan_in, dtype, device)
+        self.bias = _init_uniform((out_channels,), fan_in, dtype, device) if bias else None
+
+    def forward(self, x):
+        with _named_errors(self):
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        with _named_errors(self):
+            return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        with _named_errors(self):
+            return F.avg_pool2d(x, self.kernel_size, self.stride)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W), in NCHW order like PyTorch."""
+
+    def __init__(self, start_dim=1):
+        super().__init__()
+        self.start_dim = start_dim
+
+    def forward(self, x):
+        with _named_errors(self):
+            return F.flatten(x, self.start_dim)
+
+
+class Dropout(Module):
+    """Inverted dropout while training; the identity after eval()."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class CrossEntropyLoss(Module):
+    def forward(self, logits, labels):
+        return F.cross_entropy(logits, labels)
+
+
+class MSELoss(Module):
+    def forward(self, a, b):
+        return F.mse_loss(a, b)
