@@ -1,0 +1,245 @@
+"""The autograd rules of DESIGN.md: graph recording, no_grad, order, accumulation, dtypes, errors."""
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+import minitl as mt
+import minitl.functional as F
+from minitl import backend
+
+
+def leaf(shape, device="cpu", requires_grad=True, seed=0):
+    return mt.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=requires_grad, device=device)
+
+
+# ---------------------------------------------------------------- what is recorded
+
+def test_frozen_inputs_get_no_gradient_and_record_no_graph(device):
+    x = leaf((4, 3), device, requires_grad=False)
+    w = leaf((3, 2), device, requires_grad=False, seed=1)
+    y = F.relu(x @ w).sum()
+    assert not y.requires_grad and y._creator is None  # nothing recorded: activations are freed at once
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+
+def test_graph_is_recorded_only_through_inputs_that_need_it(device):
+    frozen = leaf((4, 3), device, requires_grad=False)
+    h = F.relu(frozen * 2.0)  # all-frozen subgraph
+    assert h._creator is None
+    w = leaf((3, 2), device, seed=1)
+    out = (h @ w).sum()
+    out.backward()
+    assert frozen.grad is None and w.grad is not None
+    assert out._creator.inputs[0]._creator.inputs[0] is h  # the graph stops at the frozen part
+
+
+def test_no_grad_records_nothing_and_restores_the_mode():
+    x = leaf((2, 2))
+    with mt.no_grad():
+        assert not mt.is_grad_enabled()
+        y = (x * x).sum()
+    assert mt.is_grad_enabled()
+    assert not y.requires_grad and y._creator is None
+
+
+def test_no_grad_restores_the_mode_after_an_exception():
+    with pytest.raises(ZeroDivisionError), mt.no_grad():
+        1 / 0
+    assert mt.is_grad_enabled()
+
+
+def test_a_20000_op_chain_backpropagates_without_recursion_error():
+    x = mt.tensor(1.0, requires_grad=True, dtype=mt.float64)
+    y = x
+    for _ in range(20_000):
+        y = y * 1.0001
+    y.backward()
+    assert np.isclose(x.grad, 1.0001 ** 20_000)
+
+
+def test_gradients_accumulate_through_a_reused_input_and_across_calls():
+    x = mt.tensor([1.0, 2.0, 3.0], requires_grad=True, dtype=mt.float64)
+    (x * x + x).sum().backward()  # d/dx = 2x + 1
+    np.testing.assert_allclose(x.grad, [3.0, 5.0, 7.0])
+    (x * 2.0).sum().backward()  # adds 2 to every element
+    np.testing.assert_allclose(x.grad, [5.0, 7.0, 9.0])
+
+
+def test_backward_is_deterministic():
+    def run():
+        x = leaf((5, 4))
+        w = leaf((4, 3), seed=1)
+        h = F.relu(x @ w)
+        (F.softmax(h) * h + h.max(axis=1, keepdims=True)).sum().backward()
+        return x.grad.copy(), w.grad.copy()
+    a, b = run(), run()
+    for u, v in zip(a, b):
+        assert np.array_equal(u, v)
+
+
+def test_backward_never_mutates_the_gradient_it_receives():
+    x = leaf((3,))
+    y = x + x  # add passes gy straight through to both inputs
+    g = np.array([1.0, 2.0, 3.0])
+    kept = g.copy()
+    y.backward(g)
+    x.grad += 100  # a leaf's .grad is its own copy
+    np.testing.assert_array_equal(g, kept)
+
+
+def test_intermediate_gradients_are_kept_only_when_asked():
+    x = leaf((3,))
+    h = x * 2.0
+    k = x * 3.0
+    k.retain_grad()
+    (h + k).sum().backward()
+    assert h.grad is None
+    np.testing.assert_array_equal(k.grad, np.ones(3))
+
+
+def test_broadcasting_is_undone():
+    a = leaf((2, 3))
+    b = leaf((3,), seed=1)
+    c = leaf((2, 1), seed=2)
+    (a * b + c).sum().backward()
+    assert b.grad.shape == (3,) and c.grad.shape == (2, 1)
+    np.testing.assert_allclose(b.grad, a.data.sum(axis=0))
+    np.testing.assert_allclose(c.grad, np.full((2, 1), 3.0))
+
+
+def test_max_sends_the_gradient_to_the_first_maximum():
+    x = mt.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]], requires_grad=True)
+    x.max(axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [1, 0, 0]])
+    x.grad = None
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [0, 0, 0]])
+
+
+def test_backward_on_a_non_scalar_needs_a_gradient():
+    y = leaf((2, 3)) * 2.0
+    with pytest.raises(RuntimeError, match=r"shape \(2, 3\)"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"grad has shape \(3,\), expected \(2, 3\)"):
+        y.backward(np.ones(3))
+
+
+def test_detach_stops_gradients():
+    x = leaf((3,))
+    (x.detach() * x).sum().backward()
+    np.testing.assert_allclose(x.grad, x.data)
+
+
+# ---------------------------------------------------------------- dtypes
+
+def test_python_numbers_and_lists_become_float32():
+    assert mt.tensor(1).dtype == mt.float32
+    assert mt.tensor([1, 2]).dtype == mt.float32
+    assert mt.tensor([[1.5]]).dtype == mt.float32
+
+
+def test_arrays_keep_their_dtype_and_integers_never_require_grad():
+    assert mt.tensor(np.zeros(2)).dtype == mt.float64
+    labels = mt.tensor(np.array([0, 2]))
+    assert labels.dtype == np.int64
+    with pytest.raises(TypeError, match="floating-point"):
+        mt.tensor(np.array([0, 2]), requires_grad=True)
+
+
+def test_python_scalars_take_the_tensor_dtype():
+    for dtype in (mt.float32, mt.float64):
+        x = mt.tensor([1.0, 2.0], dtype=dtype)
+        for y in (x * 2, 2.5 - x, x / 3, x ** 2, -x, x + 1, (x * 0.5).sum()):
+            assert y.dtype == dtype
+
+
+def test_two_float_dtypes_in_one_op_is_an_error_not_a_promotion():
+    a = mt.tensor([1.0], dtype=mt.float32)
+    b = mt.tensor([1.0], dtype=mt.float64)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        a + b
+    with pytest.raises(TypeError, match="float32 and float64"):
+        a * np.ones(1)  # a float64 NumPy array is a float64 operand too
+
+
+def test_tensor_copies_and_tensor_class_shares():
+    a = np.zeros(3, dtype=np.float32)
+    t = mt.tensor(a)
+    a[0] = 1
+    assert t.data[0] == 0
+
+
+def test_a_seed_gives_the_same_weights():
+    mt.manual_seed(3)
+    a = mt.nn.Linear(4, 2).weight.numpy()
+    mt.manual_seed(3)
+    b = mt.nn.Linear(4, 2).weight.numpy()
+    assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_matmul_shape_mismatch_names_the_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(4, 5\)"):
+        mt.tensor(np.ones((2, 3))) @ mt.tensor(np.ones((4, 5)))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        mt.tensor(np.ones(3)) @ mt.tensor(np.ones((3, 1)))
+
+
+def test_broadcast_mismatch_names_the_shapes():
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) and \(4,\) cannot be broadcast"):
+        mt.tensor(np.ones((2, 3))) + mt.tensor(np.ones(4))
+
+
+def test_bad_reshape_names_the_shapes():
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) \(6 elements\) into \(4, -1\)"):
+        mt.tensor(np.ones((2, 3))).reshape(4, -1)
+    assert mt.tensor(np.ones((2, 3))).reshape(-1).shape == (6,)
+    assert mt.tensor(np.ones((2, 3))).reshape((3, 2)).shape == (3, 2)
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        mt.tensor([1.0], device="tpu")
+
+
+def test_cuda_without_cupy_or_gpu_is_a_clear_error_never_a_fallback():
+    ok, why = backend.cuda_status()
+    if ok:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="device 'cuda' was asked for, but"):
+        mt.tensor([1.0], device="cuda")
+
+
+def test_transpose_and_T_follow_numpy():
+    a = np.arange(24.0).reshape(2, 3, 4)
+    t = mt.tensor(a)
+    assert np.array_equal(t.T.numpy(), a.T)
+    assert np.array_equal(t.transpose(1, 0, 2).numpy(), a.transpose(1, 0, 2))
+    assert np.array_equal(t.transpose((2, 0, 1)).numpy(), a.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="not a permutation"):
+        t.transpose(0, 0, 1)
+
+
+def test_reductions_follow_numpy():
+    a = np.random.default_rng(0).standard_normal((3, 4, 5))
+    t = mt.tensor(a)
+    for axis in (None, 0, -1, (0, 2)):
+        for keepdims in (False, True):
+            for name in ("sum", "mean", "max"):
+                np.testing.assert_allclose(getattr(t, name)(axis, keepdims).numpy(),
+                                           getattr(a, name)(axis=axis, keepdims=keepdims))
+
+
+# ---------------------------------------------------------------- the layering rule
+
+def test_only_backend_imports_numpy_or_cupy():
+    package = pathlib.Path(mt.__file__).parent
+    pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|cupyx)\b", re.MULTILINE)
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if p.name != "backend.py" and pattern.search(p.read_text())]
+    assert offenders == []
