@@ -1,0 +1,82 @@
+"""Fused losses agree with their composed twins; bad labels are named."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minitl as mt
+import minitl.functional as F
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31))
+def test_cross_entropy_fused_and_composed_agree(n, c, seed):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, c)) * 5
+    y = rng.integers(0, c, n)
+    grads = []
+    for loss_fn in (F.cross_entropy, F.cross_entropy_composed):
+        zt = mt.tensor(z, requires_grad=True)
+        loss = loss_fn(zt, y)
+        loss.backward()
+        grads.append((loss.item(), zt.grad))
+    assert np.isclose(grads[0][0], grads[1][0], rtol=1e-12)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**31))
+def test_mse_fused_and_composed_agree(n, m, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((n, m)), rng.standard_normal((n, m))
+    out = []
+    for loss_fn in (F.mse_loss, F.mse_loss_composed):
+        at, bt = mt.tensor(a, requires_grad=True), mt.tensor(b, requires_grad=True)
+        loss = loss_fn(at, bt)
+        loss.backward()
+        out.append((loss.item(), at.grad, bt.grad))
+    assert np.isclose(out[0][0], out[1][0])
+    for u, v in zip(out[0][1:], out[1][1:]):
+        np.testing.assert_allclose(u, v, rtol=1e-10)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    z = mt.tensor(np.array([[1000.0, 0.0], [0.0, -1000.0]]), requires_grad=True)
+    loss = F.cross_entropy(z, np.array([0, 1]))
+    loss.backward()
+    assert np.isclose(loss.item(), 500.0) and np.all(np.isfinite(z.grad))
+
+
+def test_cross_entropy_value_against_the_formula():
+    z = np.array([[1.0, 2.0, 0.5]])
+    expected = -np.log(np.exp(2.0) / np.exp(z).sum())
+    assert np.isclose(F.cross_entropy(mt.tensor(z), [1]).item(), expected)
+
+
+logits = mt.tensor(np.zeros((3, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("labels, error, message", [
+    (np.array([0, 1, 4]), ValueError, "label 4 at position 2 is out of range for 4 classes"),
+    (np.array([0, -1, 2]), ValueError, "label -1 at position 1 is out of range"),
+    (np.array([0.0, 1.0, 2.0]), TypeError, "labels must be integers"),
+    (np.array([0, 1]), ValueError, r"labels have shape \(2,\), expected \(3,\)"),
+])
+def test_bad_labels_are_named(labels, error, message):
+    with pytest.raises(error, match=message):
+        F.cross_entropy(logits, labels)
+
+
+def test_logits_must_be_2d():
+    with pytest.raises(ValueError, match=r"logits must be 2-D \(N, C\), got shape \(4,\)"):
+        F.cross_entropy(mt.tensor(np.zeros(4, dtype=np.float32)), np.array([0]))
+
+
+def test_mse_refuses_to_broadcast():
+    with pytest.raises(ValueError, match=r"shapes \(3, 1\) and \(3,\) differ"):
+        F.mse_loss(mt.tensor(np.zeros((3, 1))), mt.tensor(np.zeros(3)))
+
+
+def test_loss_modules():
+    z = mt.tensor(np.zeros((2, 3)), requires_grad=True)
+    assert np.isclose(mt.nn.CrossEntropyLoss()(z, np.array([0, 2])).item(), np.log(3))
+    assert mt.nn.MSELoss()(z, mt.tensor(np.ones((2, 3)))).item() == 1.0
