@@ -7,11 +7,11 @@ from minitl.autograd import Function, Tensor
 class ReLU(Function):
     """y = max(x, 0);  gx = gy * (x > 0)"""
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.y = backend.get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, gy):
-        return gy * self.mask
+        return gy * (self.y > 0)
 
 
 def relu(x):

@@ -21,6 +21,13 @@ def output_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
+def channel_major_zeros(shape, dtype, xp):
+    """Zeros of logical shape (N, C, H, W) stored as (C, N, H, W), the layout conv2d's output
+    already has: then the transposes around conv2d's matrix products cost no copy."""
+    n, c, h, w = shape
+    return xp.zeros((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
+
+
 def im2col(x, kh, kw, stride, padding):
     """(n, c, h, w) -> (c*kh*kw, n*oh*ow): column j holds the patch under output pixel j."""
     xp = backend.get_array_module(x)
@@ -135,16 +142,27 @@ class MaxPool2d(Function):
         (kh, kw), (sh, sw) = self.kernel, self.stride
         self.x_shape, self.dtype = x.shape, x.dtype
         self.oh, self.ow = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
-        # One slice per window offset, stacked: argmax over the offsets finds the first maximum.
-        patches = xp.stack([x[:, :, r, c] for r, c in _windows(kh, kw, self.stride, self.oh, self.ow)])
-        self.index = patches.argmax(axis=0)
-        return xp.take_along_axis(patches, self.index[None], axis=0)[0]
+        windows = list(_windows(kh, kw, self.stride, self.oh, self.ow))
+        # A running maximum over the window offsets k = 0, 1, ...; where a later offset is
+        # strictly larger, its k (always larger than the index so far) becomes the index,
+        # so ties keep the first maximum. Elementwise only: no argmax over a small axis.
+        y = xp.copy(x[:, :, windows[0][0], windows[0][1]])  # xp.copy keeps x's memory layout
+        self.index = xp.zeros_like(y, dtype=xp.int32)
+        for k, (r, c) in enumerate(windows[1:], start=1):
+            v = x[:, :, r, c]
+            xp.maximum(self.index, (v > y) * xp.int32(k), out=self.index)
+            xp.maximum(y, v, out=y)
+        return y
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.x_shape, dtype=self.dtype)
+        gx = channel_major_zeros(self.x_shape, self.dtype, xp)
+        overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
-            gx[:, :, r, c] += (self.index == k) * gy
+            if overlap:
+                gx[:, :, r, c] += gy * (self.index == k)
+            else:  # windows do not overlap: each pixel is written once
+                gx[:, :, r, c] = gy * (self.index == k)
         return gx
 
 
@@ -154,18 +172,20 @@ class AvgPool2d(Function):
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x):
+        xp = backend.get_array_module(x)
         (kh, kw), (sh, sw) = self.kernel, self.stride
         self.x_shape = x.shape
         self.oh, self.ow = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
-        y = None
-        for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
-            y = x[:, :, r, c].copy() if y is None else y + x[:, :, r, c]
+        windows = list(_windows(kh, kw, self.stride, self.oh, self.ow))
+        y = xp.copy(x[:, :, windows[0][0], windows[0][1]])
+        for r, c in windows[1:]:
+            y += x[:, :, r, c]
         return y / (kh * kw)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         kh, kw = self.kernel
-        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        gx = channel_major_zeros(self.x_shape, gy.dtype, xp)
         share = gy / (kh * kw)
         for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
             gx[:, :, r, c] += share

@@ -1,0 +1,60 @@
+"""Shared timing helpers: warm up, synchronise the device around every clock read, report medians."""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+from minitl import backend
+
+
+def timeit(fn, device="cpu", warmup=3, repeat=15, min_time=0.0):
+    """Median and spread (interquartile range) of fn's wall time in seconds, after warm-up runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start_all < min_time:
+        backend.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        backend.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return statistics.median(times), q[2] - q[0]
+
+
+def machine():
+    """What the numbers were measured on, recorded inside every results file."""
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "blas": backend.blas_name(), **backend.versions()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas_threads"] = [p.get("num_threads") for p in threadpool_info()]
+    except ImportError:
+        pass
+    ok, gpu = backend.cuda_status()
+    info["gpu"] = gpu if ok else None
+    return info
+
+
+def write_results(name, results, folder=None):
+    """Write results as JSON under benchmarks/results/, named by benchmark and machine."""
+    folder = folder or os.path.join(os.path.dirname(__file__), "results")
+    os.makedirs(folder, exist_ok=True)
+    info = machine()
+    tag = "".join(ch if ch.isalnum() else "-" for ch in (info["gpu"] or info["cpu"]))[:40].strip("-")
+    path = os.path.join(folder, f"{name}-{tag}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"machine": info, "results": results}, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path

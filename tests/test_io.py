@@ -1,0 +1,58 @@
+"""mt.save / mt.load: round trips, atomic writes, clear errors naming the path."""
+
+import os
+
+import numpy as np
+import pytest
+
+import minitl as mt
+
+
+def test_round_trip_keeps_names_shapes_and_dtypes(tmp_path):
+    sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2), "t": mt.tensor([1.0, 2.0])}
+    mt.save(sd, tmp_path / "x.npz")
+    back = mt.load(tmp_path / "x.npz")
+    assert list(back) == ["a.weight", "b", "t"]
+    assert back["a.weight"].dtype == np.float32 and back["b"].dtype == np.float64
+    np.testing.assert_array_equal(back["t"], [1.0, 2.0])
+
+
+def test_a_crash_mid_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "x.npz"
+    mt.save({"v": np.zeros(3)}, path)
+
+    def crash(file, arrays):
+        file.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mt.backend, "save_npz", crash)
+    with pytest.raises(KeyboardInterrupt):
+        mt.save({"v": np.ones(3)}, path)
+    np.testing.assert_array_equal(mt.load(path)["v"], np.zeros(3))
+    assert os.listdir(tmp_path) == ["x.npz"]  # no temp file left behind
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        mt.load(tmp_path / "nope.npz")
+
+
+def test_truncated_file_names_the_path(tmp_path):
+    path = tmp_path / "t.npz"
+    mt.save({"v": np.zeros(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{path}.*not a readable minitl checkpoint"):
+        mt.load(path)
+
+
+def test_foreign_npz_is_refused(tmp_path):
+    path = tmp_path / "f.npz"
+    np.savez(path, v=np.zeros(2))
+    with pytest.raises(ValueError, match="not written by minitl.save"):
+        mt.load(path)
+
+
+def test_only_arrays_can_be_saved(tmp_path):
+    with pytest.raises(TypeError, match="'lr' is a float"):
+        mt.save({"lr": 0.1}, tmp_path / "x.npz")
