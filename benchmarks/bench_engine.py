@@ -11,7 +11,7 @@ import argparse
 
 import minitl as mt
 import minitl.functional as F
-from benchmarks.common import timeit, write_results
+from benchmarks.common import device_sync, timeit, write_results
 from minitl import backend
 
 BATCH, SIZES, LR = 128, (784, 256, 256, 10), 0.01
@@ -82,9 +82,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
     # Interleave the two so that machine noise hits both alike.
-    t_hand, s_hand = timeit(numpy_step(args.device), args.device, repeat=args.repeat)
-    t_mt, s_mt = timeit(minitl_step(args.device), args.device, repeat=args.repeat)
-    t_hand2, _ = timeit(numpy_step(args.device), args.device, repeat=args.repeat)
+    t_hand, s_hand = timeit(numpy_step(args.device), device_sync(args.device), repeat=args.repeat)
+    t_mt, s_mt = timeit(minitl_step(args.device), device_sync(args.device), repeat=args.repeat)
+    t_hand2, _ = timeit(numpy_step(args.device), device_sync(args.device), repeat=args.repeat)
     t_hand = min(t_hand, t_hand2)
     ratio = t_mt / t_hand
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, device {args.device}")

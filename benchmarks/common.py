@@ -6,27 +6,34 @@ import platform
 import statistics
 import time
 
-from minitl import backend
+# No minitl import at module level: peer processes (PyTorch, DeZero) use timeit too, and
+# importing minitl would change their malloc settings (see minitl/backend.py).
 
 
-def timeit(fn, device="cpu", warmup=3, repeat=15, min_time=0.0):
-    """Median and spread (interquartile range) of fn's wall time in seconds, after warm-up runs."""
+def timeit(fn, sync=lambda: None, warmup=3, repeat=15):
+    """Median and spread (interquartile range) of fn's wall time in seconds, after warm-up runs.
+    `sync` waits for the device, and runs before every clock read."""
     for _ in range(warmup):
         fn()
     times = []
-    start_all = time.perf_counter()
-    while len(times) < repeat or time.perf_counter() - start_all < min_time:
-        backend.synchronize(device)
+    for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         fn()
-        backend.synchronize(device)
+        sync()
         times.append(time.perf_counter() - t0)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return statistics.median(times), q[2] - q[0]
 
 
+def device_sync(device):
+    from minitl import backend
+    return lambda: backend.synchronize(device)
+
+
 def machine():
     """What the numbers were measured on, recorded inside every results file."""
+    from minitl import backend
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "blas": backend.blas_name(), **backend.versions()}
     try:

@@ -2,10 +2,10 @@
 that teaches transfer learning end to end. The API follows PyTorch's names."""
 
 from minitl import functional, nn, optim
+from minitl.autograd import Function, Tensor, is_grad_enabled, manual_seed, no_grad, tensor
 from minitl.backend import float32, float64, int64
 from minitl.gradcheck import GradcheckError, gradcheck
 from minitl.io import load, save
-from minitl.autograd import Function, Tensor, is_grad_enabled, manual_seed, no_grad, tensor
 
 __version__ = "0.1.0"
 

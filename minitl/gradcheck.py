@@ -54,7 +54,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     zero = _analytic(fn, inputs, checked, xp.zeros_like(gy))
     for x, g in zip(checked, zero):
         if bool(xp.any(g != 0)):
-            raise GradcheckError(f"gradcheck: input {positions[id(x)]}: a zero upstream gradient gave a non-zero gradient")
+            raise GradcheckError(f"gradcheck: input {positions[id(x)]}: a zero upstream gradient "
+                                 f"gave a non-zero gradient")
 
     for x, analytic in zip(checked, first):
         x.data = xp.ascontiguousarray(x.data)

@@ -9,9 +9,9 @@ kinks: ReLU at 0, ties for max and max-pooling, log and pow at 0, a divisor near
 from dataclasses import dataclass, field
 from typing import Callable
 
+from minitl import autograd as T
 from minitl import backend
 from minitl import functional as F
-from minitl import autograd as T
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def col2im(col, x_shape, kh, kw, stride, padding):
 
 
 class Conv2d(Function):
-    """y = W_mat @ im2col(x) + b (cross-correlation);  gW = gy_mat @ col^T, gx = col2im(W_mat^T @ gy_mat), gb = sum gy"""
+    """y = W_mat @ im2col(x) + b;  gW = gy_mat @ col^T, gx = col2im(W_mat^T @ gy_mat), gb = sum of gy"""
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
 
@@ -69,7 +69,8 @@ class Conv2d(Function):
         n, _, h, wd = x.shape
         oc, _, kh, kw = w.shape
         self.x_shape, self.w_shape = x.shape, w.shape
-        oh, ow = output_size(h, kh, self.stride[0], self.padding[0]), output_size(wd, kw, self.stride[1], self.padding[1])
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        oh, ow = output_size(h, kh, sh, ph), output_size(wd, kw, sw, pw)
         col = im2col(x, kh, kw, self.stride, self.padding)
         w_mat = w.reshape(oc, -1)
         # Keep only what backward needs: col for the weight gradient, W for the input gradient.

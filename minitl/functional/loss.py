@@ -18,7 +18,8 @@ def check_labels(logits, labels, op="cross_entropy"):
     if not backend.is_integer(labels.dtype):
         raise TypeError(f"{op}: labels must be integers (class indices), got dtype {labels.dtype}")
     if labels.shape != (n,):
-        raise ValueError(f"{op}: labels have shape {tuple(labels.shape)}, expected ({n},) to match logits {logits.shape}")
+        raise ValueError(f"{op}: labels have shape {tuple(labels.shape)}, expected ({n},) "
+                         f"to match logits {logits.shape}")
     labels = backend.to_device(labels, logits.device)
     bad = (labels < 0) | (labels >= c)
     if n and bool(bad.any()):
