@@ -1,0 +1,242 @@
+"""Datasets for transfer learning, and a DataLoader.
+
+The default dataset is generated, not downloaded: 16x16 grayscale glyphs drawn
+from straight strokes (a ring is a 12-sided polygon), each image with its own
+position, scale, rotation, stroke width and pixel noise. The source classes and
+the target classes are different glyphs built from the same kinds of strokes, so
+the stroke detectors a network learns on the source are useful on the target.
+Real data: scikit-learn's bundled handwritten digits (no download).
+"""
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from minitl import backend
+from minitl.autograd import Tensor
+
+np = backend.numpy_host  # data is made and kept on the host; batches move to the device
+
+
+# ---------------------------------------------------------------- glyphs as strokes
+
+def _polygon(cx, cy, r, sides=12, start=0.0, stop=2 * math.pi):
+    """Segments along a circle (or an arc from start to stop), as ((x0, y0), (x1, y1)) pairs."""
+    angles = [start + (stop - start) * i / sides for i in range(sides + 1)]
+    points = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
+    return list(zip(points[:-1], points[1:]))
+
+
+# Each glyph is a list of segments in a [-1, 1] box, y pointing down.
+GLYPHS = {
+    "cross": [((-0.8, 0), (0.8, 0)), ((0, -0.8), (0, 0.8))],
+    "ring": _polygon(0, 0, 0.7),
+    "triangle": [((0, -0.75), (0.75, 0.65)), ((0.75, 0.65), (-0.75, 0.65)), ((-0.75, 0.65), (0, -0.75))],
+    "tee": [((-0.75, -0.7), (0.75, -0.7)), ((0, -0.7), (0, 0.8))],
+    "square": [((-0.65, -0.65), (0.65, -0.65)), ((0.65, -0.65), (0.65, 0.65)),
+               ((0.65, 0.65), (-0.65, 0.65)), ((-0.65, 0.65), (-0.65, -0.65))],
+    "ell": [((-0.5, -0.8), (-0.5, 0.7)), ((-0.5, 0.7), (0.6, 0.7))],
+    "ex": [((-0.7, -0.7), (0.7, 0.7)), ((-0.7, 0.7), (0.7, -0.7))],
+    "arc": _polygon(0.15, 0, 0.7, sides=8, start=0.5 * math.pi, stop=1.5 * math.pi),
+    "parallel": [((-0.75, -0.35), (0.75, -0.35)), ((-0.75, 0.35), (0.75, 0.35))],
+    "eight": _polygon(0, -0.4, 0.38, sides=10) + _polygon(0, 0.4, 0.38, sides=10),
+}
+SOURCE_GLYPHS = ("cross", "ring", "triangle", "tee", "square")
+TARGET_GLYPHS = ("ell", "ex", "arc", "parallel", "eight")
+
+IMAGE_SIZE = 16
+
+
+def render(segments, size=IMAGE_SIZE):
+    """Draw segments (array (n, k, 2, 2) in [-1, 1] coordinates, with widths (n, k)) as (n, size, size) images.
+
+    Each pixel's brightness falls off with its distance to the nearest segment;
+    the edge is one pixel wide, so strokes are anti-aliased.
+    """
+    points, widths = segments
+    centers = (np.arange(size) + 0.5) / size * 2 - 1
+    py, px = np.meshgrid(centers, centers, indexing="ij")          # (size, size)
+    pixel = 2.0 / size
+    images = np.zeros((points.shape[0], size, size))
+    for j in range(points.shape[1]):
+        a, b = points[:, j, 0], points[:, j, 1]                     # (n, 2) each
+        ab = b - a
+        length2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)[:, None, None]
+        t = ((px - a[:, 0, None, None]) * ab[:, 0, None, None] + (py - a[:, 1, None, None]) * ab[:, 1, None, None])
+        t = np.clip(t / length2, 0, 1)
+        dx = px - (a[:, 0, None, None] + t * ab[:, 0, None, None])
+        dy = py - (a[:, 1, None, None] + t * ab[:, 1, None, None])
+        distance = np.sqrt(dx ** 2 + dy ** 2)
+        ink = np.clip((widths[:, j, None, None] / 2 - distance) / pixel + 0.5, 0, 1)
+        np.maximum(images, ink, out=images)
+    return images
+
+
+def _random_glyphs(names, labels, rng, hard):
+    """Segments of the glyphs `names[labels]`, each moved, scaled, rotated, with a random stroke width."""
+    n = len(labels)
+    k = max(len(GLYPHS[g]) for g in names) + (2 if hard else 0)
+    far = 10.0  # unused segment slots sit far outside the image: they draw nothing
+    points = np.full((n, k, 2, 2), far)
+    for c, name in enumerate(names):
+        segs = np.array(GLYPHS[name], dtype=float)                  # (m, 2, 2)
+        points[labels == c, :len(segs)] = segs
+    angle = rng.uniform(-1, 1, n) * (0.6 if hard else 0.5)          # radians
+    scale = rng.uniform(0.5, 1.0, n)
+    shift = rng.uniform(-0.35, 0.35, (n, 2))
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    x, y = points[..., 0], points[..., 1]
+    used = points[..., 0] < far / 2
+    moved = np.stack([(cos * x - sin * y), (sin * x + cos * y)], axis=-1) * scale[:, None, None, None]
+    moved += shift[:, None, None, :]
+    points = np.where(used[..., None], moved, far)
+    if hard:  # two short distractor strokes anywhere in the image
+        start = rng.uniform(-0.9, 0.9, (n, 2, 2))
+        direction = rng.uniform(-0.5, 0.5, (n, 2, 2))
+        points[:, -2:, 0], points[:, -2:, 1] = start, start + direction
+    widths = rng.uniform(0.16, 0.3, (n, 1)) * np.ones((1, k))
+    return points, widths
+
+
+def generate_glyphs(names, per_class, rng, hard=False):
+    """(x float32 (n, 1, 16, 16) in [0, 1], y int64 (n,)), classes balanced and shuffled."""
+    labels = rng.permutation(np.repeat(np.arange(len(names)), per_class))
+    images = render(_random_glyphs(names, labels, rng, hard))
+    images += rng.normal(0, 0.3 if hard else 0.15, images.shape)
+    x = np.clip(images, 0, 1).astype(np.float32)[:, None]
+    return x, labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------- datasets
+
+@dataclass(frozen=True)
+class Split:
+    """Images x (n, c, h, w) float32 and labels y (n,) int64, on the host."""
+    x: object
+    y: object
+
+    def __len__(self):
+        return len(self.y)
+
+    def fingerprint(self):
+        """A short hash of the images and labels: identifies this data in caches."""
+        h = hashlib.sha256()
+        for a in (self.x, self.y):
+            h.update(str((a.shape, a.dtype)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TransferData:
+    """A source task and a target task with disjoint classes."""
+    name: str
+    source_train: Split
+    source_test: Split
+    target_pool: Split     # labelled target examples; k-shot training sets are drawn from it
+    target_test: Split     # held out: only ever used to report accuracy
+    source_classes: tuple
+    target_classes: tuple
+
+    @property
+    def image_shape(self):
+        return tuple(self.source_train.x.shape[1:])
+
+
+def glyphs(hard=False, seed=0, source_per_class=1000, source_test_per_class=200,
+           target_pool_per_class=200, target_test_per_class=300):
+    """The embedded default: 5 source glyphs, 5 different target glyphs, deterministic from `seed`."""
+    rng = np.random.default_rng(seed)
+    make = lambda names, n: Split(*generate_glyphs(names, n, rng, hard))
+    return TransferData(
+        name="glyphs-hard" if hard else "glyphs",
+        source_train=make(SOURCE_GLYPHS, source_per_class), source_test=make(SOURCE_GLYPHS, source_test_per_class),
+        target_pool=make(TARGET_GLYPHS, target_pool_per_class), target_test=make(TARGET_GLYPHS, target_test_per_class),
+        source_classes=SOURCE_GLYPHS, target_classes=TARGET_GLYPHS)
+
+
+def digits(seed=0):
+    """scikit-learn's 1797 handwritten 8x8 digits: source 0-4, target 5-9 (relabelled 0-4).
+
+    Source: 80% train / 20% test. Target: half of each class is the labelled pool,
+    the other half the test set.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError("the digits dataset needs scikit-learn: pip install 'minitl[lessons]'") from None
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    y = bunch.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    parts = {"source_train": [], "source_test": [], "target_pool": [], "target_test": []}
+    for digit in range(10):
+        idx = rng.permutation(np.flatnonzero(y == digit))
+        if digit < 5:
+            cut = int(0.8 * len(idx))
+            parts["source_train"].append(idx[:cut]), parts["source_test"].append(idx[cut:])
+        else:
+            cut = len(idx) // 2
+            parts["target_pool"].append(idx[:cut]), parts["target_test"].append(idx[cut:])
+    splits = {}
+    for name, chunks in parts.items():
+        idx = rng.permutation(np.concatenate(chunks))
+        splits[name] = Split(x[idx], y[idx] % 5)
+    return TransferData(name="digits", source_classes=tuple("01234"), target_classes=tuple("56789"), **splits)
+
+
+DATASETS = {"glyphs": lambda seed: glyphs(seed=seed), "glyphs-hard": lambda seed: glyphs(hard=True, seed=seed),
+            "digits": digits}
+
+
+def load_dataset(name, seed=0):
+    """One of DATASETS by name."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)}")
+    return DATASETS[name](seed)
+
+
+def k_shot(pool, k, seed=0):
+    """k labelled examples of every class from the pool ("all": the whole pool), drawn with `seed`."""
+    if k == "all":
+        return pool
+    counts = np.bincount(pool.y)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
+    if k > counts.min():
+        raise ValueError(f"k={k} is more than the {counts.min()} examples per class the pool has "
+                         f"(use k <= {counts.min()} or 'all')")
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(pool.y == c), k, replace=False) for c in range(len(counts))])
+    idx = rng.permutation(idx)
+    return Split(pool.x[idx], pool.y[idx])
+
+
+# ---------------------------------------------------------------- loading batches
+
+class DataLoader:
+    """Batches of (x, y) tensors on a device. With shuffle, each epoch draws a new order
+    from a generator seeded once, so a seed fixes every epoch's order."""
+
+    def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None):
+        if len(x) != len(y):
+            raise ValueError(f"DataLoader: x has {len(x)} examples but y has {len(y)}")
+        if batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        device = backend.check_device(device)
+        self.x, self.y = backend.to_device(x, device), backend.to_device(y, device)
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.y)
+        order = self.rng.permutation(n) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                idx = slice(start, start + self.batch_size)
+            else:
+                idx = backend.to_device(order[start:start + self.batch_size], backend.device_of(self.x))
+            yield Tensor._make(self.x[idx]), Tensor._make(self.y[idx])

@@ -1,0 +1,437 @@
+"""Transfer learning, as the seed describes it.
+
+1. train a source model on the source task (`source_model`, cached on disk);
+2. build the target model from it: a new head for the target classes
+   (`replace_head`), everything else frozen (`freeze`), so only theta_y trains;
+3. compute the frozen layers' features of the target data (`extract_features`);
+4. keep them on disk with a manifest (`FeatureCache`: proxy collection);
+5. train the head on those features (`proxy_train`), or on the images (`linear_probe`);
+6. evaluate on the held-out target test set.
+
+Fine-tuning every layer, and fine-tuning regularised towards the source model
+(L = CE + lambda * R), are here too, so every method can be compared on one table.
+"""
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from minitl import backend
+from minitl import functional as F
+from minitl import nn
+from minitl.autograd import Function, Tensor, manual_seed, no_grad
+from minitl.data import DataLoader, Split
+from minitl.io import load, save
+from minitl.optim import Adam
+
+# ---------------------------------------------------------------- the model
+
+
+class TransferCNN(nn.Module):
+    """conv-relu-pool, conv-relu-pool, linear-relu (`features`), then `head`, the last Linear.
+
+    `features` is everything but the last layer; `head` is the seed's theta_y.
+    """
+
+    def __init__(self, num_classes, in_channels=1, image_size=16, width=16, hidden=64, device=None):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"TransferCNN: image_size must be a multiple of 4 (two 2x2 poolings), got {image_size}")
+        flat = 2 * width * (image_size // 4) ** 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, device=device), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, device=device), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(flat, hidden, device=device), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes, device=device)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def model_for(data, device=None):
+    """A TransferCNN sized for a dataset's images and source classes."""
+    c, h, _ = data.image_shape
+    return TransferCNN(len(data.source_classes), in_channels=c, image_size=h, device=device)
+
+
+# ---------------------------------------------------------------- freezing and the head
+
+def freeze(module):
+    """No gradient, no graph, no optimizer update for any parameter of module; returns it."""
+    return module.requires_grad_(False)
+
+
+def unfreeze(module):
+    return module.requires_grad_(True)
+
+
+def new_head(in_features, num_classes, seed, device=None):
+    """A freshly initialised Linear; the same seed always gives the same head."""
+    manual_seed(seed)
+    return nn.Linear(in_features, num_classes, device=device)
+
+
+def replace_head(model, num_classes, seed=0):
+    """The seed's "crop the source output layer": a new random `head` with num_classes outputs."""
+    device = model.head.weight.device
+    model.head = new_head(model.head.in_features, num_classes, seed, device)
+    return model
+
+
+# ---------------------------------------------------------------- evaluating and extracting
+
+def predict(model, x, batch_size=512):
+    """Logits for a whole array of inputs, in eval mode, without recording a graph."""
+    was_training = model.training
+    model.eval()
+    xp = backend.get_array_module(x)
+    with no_grad():
+        out = [model(Tensor._make(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return xp.concatenate(out)
+
+
+def accuracy(model, split, device=None, batch_size=512):
+    """Fraction of split's examples whose largest logit is the label."""
+    x, y = backend.to_device(split.x, backend.check_device(device)), split.y
+    return float((backend.to_host(predict(model, x, batch_size).argmax(axis=1)) == y).mean())
+
+
+def extract_features(backbone, loader):
+    """(features, labels) of every batch of loader, under no_grad and eval mode (raw arrays)."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    with no_grad():
+        for x, y in loader:
+            feats.append(backbone(x).data)
+            labels.append(y.data)
+    backbone.train(was_training)
+    xp = backend.get_array_module(feats[0])
+    return xp.concatenate(feats), xp.concatenate(labels)
+
+
+def weights_hash(module):
+    """A short hash of every parameter's name, dtype, shape and values."""
+    h = hashlib.sha256()
+    for name, p in module.named_parameters():
+        h.update(f"{name}{p.dtype}{p.shape}".encode())
+        h.update(backend.to_host(p.data).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the cache folder
+
+def cache_dir(folder=None):
+    """MINITL_CACHE, else ~/.cache/minitl; created and checked for writing, or a clear error."""
+    folder = folder or os.environ.get("MINITL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minitl")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"the cache folder {folder} cannot be written ({e.strerror or e}); "
+                      f"set MINITL_CACHE to a writable folder") from None
+    return folder
+
+
+# ---------------------------------------------------------------- the source model
+
+SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH = 500, 2e-3, 64
+
+
+def train_source(data, device=None, seed=0, steps=SOURCE_STEPS):
+    """Train a TransferCNN on the source task (Adam, a fixed number of steps); returns it."""
+    manual_seed(seed)
+    model = model_for(data, device)
+    opt = Adam(model.parameters(), lr=SOURCE_LR)
+    loader = DataLoader(data.source_train.x, data.source_train.y, SOURCE_BATCH, shuffle=True, seed=seed,
+                        device=device)
+    _fit(lambda x, y: F.cross_entropy(model(x), y), opt, loader, steps)
+    return model
+
+
+def source_model(data, device=None, seed=0, folder=None, log=print):
+    """The source model for `data`: loaded from the cache folder when a file for exactly this
+    data, architecture and training recipe is there; trained and saved otherwise (seconds)."""
+    folder = cache_dir(folder)
+    recipe = json.dumps([data.name, data.source_train.fingerprint(), repr(model_for(data)),
+                         SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH, seed])
+    path = os.path.join(folder, f"source-{data.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz")
+    model = model_for(data, device)
+    if os.path.exists(path):
+        try:
+            model.load_state_dict(load(path))
+            return model
+        except ValueError as e:
+            log(f"source model cache unusable ({e}); training again")
+    start = time.perf_counter()
+    model = train_source(data, device, seed)
+    save(model.state_dict(), path)
+    log(f"trained the source model on {data.name} in {time.perf_counter() - start:.1f} s "
+        f"(source test accuracy {accuracy(model, data.source_test, device):.3f}); saved to {path}")
+    return model
+
+
+# ---------------------------------------------------------------- proxy collection
+
+class FeatureCache:
+    """Proxy collection: a frozen backbone's features of a dataset, computed once and kept on disk.
+
+    Each file holds the features and a manifest: a hash of the backbone's weights,
+    the layer, a fingerprint of the data, the dtype and the shape. A file whose
+    manifest does not match what is asked for is recomputed (and says why); so is
+    a truncated or corrupt file. Files are written to a temp name and renamed.
+    """
+
+    def __init__(self, folder=None, log=print):
+        self.folder = cache_dir(folder)
+        self.log = log
+        self.last = None  # "hit", "created" or "recomputed: why", for the caller to show
+
+    def path(self, name):
+        return os.path.join(self.folder, f"features-{name}.npz")
+
+    def features(self, backbone, split, name, layer="features", device=None, batch_size=512):
+        """backbone's features of split.x (a host float32 array), from disk when the manifest matches."""
+        manifest = {"weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint()}
+        path, why = self.path(name), None
+        if os.path.exists(path):
+            try:
+                stored = load(path)
+                found = json.loads(bytes(stored["manifest"]).decode())
+                feats = stored["features"]
+                if [found.get("dtype"), found.get("shape")] != [str(feats.dtype), list(feats.shape)]:
+                    raise ValueError("the features do not match their manifest")
+            except (ValueError, KeyError, UnicodeDecodeError) as e:
+                why = f"the file is unreadable ({e})"
+            else:
+                diff = [k for k in manifest if found.get(k) != manifest[k]]
+                if not diff:
+                    self.last = "hit"
+                    return feats
+                why = "it was made for other " + " and ".join({"weights": "backbone weights", "layer": "layer",
+                                                               "data": "data"}[k] for k in diff)
+        loader = DataLoader(split.x, split.y, batch_size, device=backend.check_device(device))
+        feats = backend.to_host(extract_features(backbone, loader)[0])
+        manifest.update(dtype=str(feats.dtype), shape=list(feats.shape))
+        save({"features": feats, "manifest": backend.numpy_host.frombuffer(json.dumps(manifest).encode(), "uint8")},
+             path)
+        self.last = "created" if why is None else f"recomputed: {why}"
+        if why is not None:
+            self.log(f"feature cache {path}: {why}; recomputed")
+        return feats
+
+
+# ---------------------------------------------------------------- regularisers for L = CE + lambda * R
+
+def feature_mse(features, source_features):
+    """DELTA-style R: mean over batch and feature axes of (f_hat - f)^2, f from the frozen source backbone
+    on the same batch (detached: the source is a fixed target). lambda ~ 0.1 to 1 is a moderate pull."""
+    return F.mse_loss(features, source_features.detach())
+
+
+def feature_mse_composed(features, source_features):
+    return F.mse_loss_composed(features, source_features.detach())
+
+
+class L2SPPenalty(Function):
+    """R = 1/2 sum_i ||w_i - w0_i||^2 over the listed weights;  gw_i = gR * (w_i - w0_i)"""
+    def __init__(self, anchors):
+        self.anchors = anchors
+
+    def forward(self, *weights):
+        self.diffs = [w - a for w, a in zip(weights, self.anchors)]
+        total = self.diffs[0].dtype.type(0)
+        for d in self.diffs:
+            total = total + (d * d).sum()
+        return backend.get_array_module(self.diffs[0]).asarray(total * 0.5)
+
+    def backward(self, gy):
+        return tuple(gy * d if need else None for d, need in zip(self.diffs, self.needs_grad))
+
+
+class L2SP:
+    """L2-SP: R = 1/2 sum ||w - w_source||^2 over a backbone's parameters, anchored where they
+    are when this is created. A sum, not a mean: lambda ~ 1e-3 to 1e-2 suits a 30k-weight backbone."""
+
+    def __init__(self, backbone):
+        self.params = list(backbone.parameters())
+        self.anchors = [p.data.copy() for p in self.params]
+
+    def __call__(self):
+        return L2SPPenalty(self.anchors)(*self.params)
+
+    def composed(self):
+        total = 0
+        for p, a in zip(self.params, self.anchors):
+            total = ((p - Tensor._make(a)) ** 2).sum() + total
+        return total * 0.5
+
+
+# ---------------------------------------------------------------- recipes
+
+@dataclass
+class Result:
+    """What a recipe returns: test accuracy, the loss at every step, and wall time."""
+    method: str
+    accuracy: float
+    losses: list
+    seconds: float
+    model: object = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The fixed training budget, chosen in advance for every method (never from the test set)."""
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3          # Adam, every layer when training from scratch
+    head_lr: float = 1e-2     # Adam, a new head
+    backbone_lr_scale: float = 0.1  # fine-tuning: the backbone moves 10x slower than the head
+
+
+def _fit(loss_fn, optimizer, loader, steps):
+    """`steps` optimizer steps over loader's batches (as many epochs as it takes); the losses."""
+    losses, batches = [], iter(loader)
+    for _ in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        loss = loss_fn(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.data)  # kept on the device; converted once at the end (no per-step sync)
+    return [float(v) for v in losses]
+
+
+def _loader(x, y, budget, seed, device):
+    return DataLoader(x, y, min(budget.batch_size, len(y)), shuffle=True, seed=seed, device=device)
+
+
+def _check_labels(train, num_classes):
+    if int(train.y.max()) >= num_classes or int(train.y.min()) < 0:
+        raise ValueError(f"the training labels run from {int(train.y.min())} to {int(train.y.max())}, "
+                         f"but the head has {num_classes} outputs")
+
+
+def train_scratch(data, train, budget=Budget(), seed=0, device=None):
+    """A new TransferCNN trained on the target examples alone: the baseline."""
+    start = time.perf_counter()
+    manual_seed(seed)
+    num_classes = len(data.target_classes)
+    _check_labels(train, num_classes)
+    c, h, _ = data.image_shape
+    model = TransferCNN(num_classes, in_channels=c, image_size=h, device=device)
+    opt = Adam(model.parameters(), lr=budget.lr)
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
+                  budget.steps)
+    return Result("scratch", accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
+
+
+def linear_probe(source, data, train, budget=Budget(), seed=0, device=None):
+    """The seed's "train only theta_y": the source backbone frozen (and in eval mode), a new head trained."""
+    start = time.perf_counter()
+    model = replace_head(copy.deepcopy(source), len(data.target_classes), seed)
+    _check_labels(train, len(data.target_classes))
+    freeze(model.features).eval()
+    opt = Adam(model.head.parameters(), lr=budget.head_lr)
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
+                  budget.steps)
+    return Result("linear_probe", accuracy(model, data.target_test, device), losses, time.perf_counter() - start,
+                  model)
+
+
+def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None, name=None):
+    """Proxy collection: the head trained on cached source features, never running the backbone in the loop.
+
+    The same seed gives the same head and the same batches as linear_probe, so the
+    two end with the same head weights (up to float rounding): it is the same
+    computation, with the backbone's work read from disk.
+    """
+    start = time.perf_counter()
+    num_classes = len(data.target_classes)
+    _check_labels(train, num_classes)
+    name = name or f"{data.name}-{train.fingerprint()}"
+    feats = cache.features(source.features, train, name, device=device)
+    test_feats = cache.features(source.features, data.target_test, f"{data.name}-test-{data.target_test.fingerprint()}",
+                                device=device)
+    head = new_head(source.head.in_features, num_classes, seed, device)
+    opt = Adam(head.parameters(), lr=budget.head_lr)
+    losses = _fit(lambda f, y: F.cross_entropy(head(f), y), opt, _loader(feats, train.y, budget, seed, device),
+                  budget.steps)
+    acc = accuracy(head, Split(test_feats, data.target_test.y), device)
+    model = copy.deepcopy(source)
+    model.head = head
+    return Result("proxy", acc, losses, time.perf_counter() - start, model)
+
+
+REGULARIZERS = ("feature_mse", "l2sp")
+
+
+def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regularizer=None, lam=None):
+    """Every layer trains, the backbone at budget.backbone_lr_scale times the head's rate.
+
+    With a regulariser the loss is L = CE + lam * R: "feature_mse" pulls the backbone's
+    features towards the frozen source backbone's on the same batch (lam default 1.0);
+    "l2sp" pulls the backbone's weights towards the source weights (lam default 0.01).
+    """
+    if regularizer not in (None,) + REGULARIZERS:
+        raise ValueError(f"unknown regularizer {regularizer!r}: choose None or one of {REGULARIZERS}")
+    start = time.perf_counter()
+    num_classes = len(data.target_classes)
+    _check_labels(train, num_classes)
+    model = unfreeze(replace_head(copy.deepcopy(source), num_classes, seed))
+    opt = Adam([{"params": list(model.features.parameters()), "lr": budget.head_lr * budget.backbone_lr_scale},
+                {"params": list(model.head.parameters())}], lr=budget.head_lr)
+    if regularizer == "feature_mse":
+        lam = 1.0 if lam is None else lam
+        source_backbone = freeze(copy.deepcopy(source.features)).eval()
+
+        def loss_fn(x, y):
+            f = model.features(x)
+            return F.cross_entropy(model.head(f), y) + lam * feature_mse(f, source_backbone(x))
+    elif regularizer == "l2sp":
+        lam = 0.01 if lam is None else lam
+        penalty = L2SP(model.features)
+
+        def loss_fn(x, y):
+            return F.cross_entropy(model(x), y) + lam * penalty()
+    else:
+        def loss_fn(x, y):
+            return F.cross_entropy(model(x), y)
+    losses = _fit(loss_fn, opt, _loader(train.x, train.y, budget, seed, device), budget.steps)
+    method = "fine_tune" if regularizer is None else f"fine_tune+{regularizer}"
+    return Result(method, accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
+
+
+METHODS = ("scratch", "linear_probe", "proxy", "fine_tune", "fine_tune+feature_mse", "fine_tune+l2sp")
+
+
+def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None):
+    """One method by name, as the comparison table runs it."""
+    if method == "scratch":
+        return train_scratch(data, train, budget, seed, device)
+    if method == "linear_probe":
+        return linear_probe(source, data, train, budget, seed, device)
+    if method == "proxy":
+        return proxy_train(source, data, train, cache, budget, seed, device)
+    if method == "fine_tune":
+        return fine_tune(source, data, train, budget, seed, device)
+    if method.startswith("fine_tune+") and method.split("+", 1)[1] in REGULARIZERS:
+        return fine_tune(source, data, train, budget, seed, device, regularizer=method.split("+", 1)[1])
+    raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
+
+
+__all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "predict", "accuracy",
+           "extract_features", "weights_hash", "cache_dir", "train_source", "source_model", "FeatureCache",
+           "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
+           "proxy_train", "fine_tune", "run_method", "METHODS", "REGULARIZERS"]
