@@ -18,7 +18,8 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(sorted(data.DATASETS))}")
     parser.add_argument("--methods", default=",".join(transfer.METHODS), help="comma-separated method names")
-    parser.add_argument("--k", default=None, help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
+    parser.add_argument("--k", default=None,
+                        help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
     parser.add_argument("--seeds", type=int, default=None, help="runs per cell (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default 200)")
     parser.add_argument("--quick", action="store_true", help="a reduced run for a first look and for CI")

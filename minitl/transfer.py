@@ -19,9 +19,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from minitl import backend
+from minitl import backend, nn
 from minitl import functional as F
-from minitl import nn
 from minitl.autograd import Function, Tensor, manual_seed, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save

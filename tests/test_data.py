@@ -1,0 +1,92 @@
+"""Datasets and the DataLoader."""
+
+import numpy as np
+import pytest
+
+import minitl as mt
+from minitl import data
+
+
+@pytest.fixture(scope="module")
+def small():
+    return data.glyphs(seed=3, source_per_class=40, source_test_per_class=10, target_pool_per_class=30,
+                       target_test_per_class=20)
+
+
+def test_glyphs_are_deterministic_from_the_seed(small):
+    again = data.glyphs(seed=3, source_per_class=40, source_test_per_class=10, target_pool_per_class=30,
+                        target_test_per_class=20)
+    other = data.glyphs(seed=4, source_per_class=40, source_test_per_class=10, target_pool_per_class=30,
+                        target_test_per_class=20)
+    assert np.array_equal(small.source_train.x, again.source_train.x)
+    assert np.array_equal(small.target_test.y, again.target_test.y)
+    assert not np.array_equal(small.source_train.x, other.source_train.x)
+
+
+def test_glyphs_are_balanced_float32_in_unit_range(small):
+    for split, per_class in ((small.source_train, 40), (small.target_pool, 30), (small.target_test, 20)):
+        assert split.x.dtype == np.float32 and split.x.shape[1:] == (1, 16, 16)
+        assert split.x.min() >= 0 and split.x.max() <= 1
+        assert np.array_equal(np.bincount(split.y), [per_class] * 5)
+    assert set(small.source_classes).isdisjoint(small.target_classes)
+
+
+def test_the_hard_variant_is_noisier():
+    easy = data.glyphs(seed=0, source_per_class=20, source_test_per_class=1, target_pool_per_class=1,
+                       target_test_per_class=1)
+    hard = data.glyphs(hard=True, seed=0, source_per_class=20, source_test_per_class=1, target_pool_per_class=1,
+                       target_test_per_class=1)
+    assert hard.name == "glyphs-hard"
+    assert hard.source_train.x.std() > easy.source_train.x.std()
+
+
+def test_k_shot_takes_k_per_class_from_the_pool_only(small):
+    train = data.k_shot(small.target_pool, 5, seed=1)
+    assert np.array_equal(np.bincount(train.y), [5] * 5)
+    pool_rows = {row.tobytes() for row in small.target_pool.x}
+    test_rows = {row.tobytes() for row in small.target_test.x}
+    picked = [row.tobytes() for row in train.x]
+    assert len(set(picked)) == len(picked)            # no example twice
+    assert all(r in pool_rows for r in picked)        # all from the pool
+    assert not any(r in test_rows for r in picked)    # never from the test set
+    assert data.k_shot(small.target_pool, "all") is small.target_pool
+    assert np.array_equal(data.k_shot(small.target_pool, 5, seed=1).x, train.x)
+
+
+@pytest.mark.parametrize("k, message", [(31, "k=31 is more than the 30 examples per class"),
+                                        (0, "positive integer"), ("some", "positive integer")])
+def test_bad_k_is_named(small, k, message):
+    with pytest.raises(ValueError, match=message):
+        data.k_shot(small.target_pool, k)
+
+
+def test_unknown_dataset_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist': choose one of \['digits', 'glyphs', "):
+        data.load_dataset("mnist")
+
+
+def test_digits_split_source_and_target_digits():
+    pytest.importorskip("sklearn")
+    d = data.digits()
+    assert d.image_shape == (1, 8, 8)
+    total = sum(len(s) for s in (d.source_train, d.source_test, d.target_pool, d.target_test))
+    assert total == 1797
+    assert set(np.unique(d.target_pool.y)) == set(range(5))
+
+
+def test_dataloader_covers_every_example_once_per_epoch_in_a_seeded_order(device):
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.arange(10)
+    loader = data.DataLoader(x, y, batch_size=4, shuffle=True, seed=0, device=device)
+    assert len(loader) == 3
+    epochs = [np.concatenate([mt.backend.to_host(b[1].data) for b in loader]) for _ in range(2)]
+    assert sorted(epochs[0]) == list(range(10)) and not np.array_equal(epochs[0], epochs[1])
+    again = data.DataLoader(x, y, batch_size=4, shuffle=True, seed=0)
+    assert np.array_equal(np.concatenate([b[1].numpy() for b in again]), epochs[0])
+    xb, yb = next(iter(loader))
+    assert xb.device == device and np.array_equal(mt.backend.to_host(xb.data)[:, 0], mt.backend.to_host(yb.data))
+
+
+def test_dataloader_bad_input():
+    with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
+        data.DataLoader(np.zeros((3, 1)), np.zeros(2), 2)

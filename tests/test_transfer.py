@@ -1,0 +1,251 @@
+"""minitl.transfer: freezing, the head, the source model cache, the feature cache, regularisers, recipes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minitl as mt
+from minitl import data, transfer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("cache"))
+    d = data.glyphs(seed=0, source_per_class=200, source_test_per_class=20, target_pool_per_class=30,
+                    target_test_per_class=40)
+    source = transfer.source_model(d, folder=folder, log=lambda *a: None)
+    return d, source, folder
+
+
+def quiet(*args):
+    pass
+
+
+def test_replace_head_and_freeze(setup):
+    d, source, _ = setup
+    model = transfer.replace_head(transfer.TransferCNN(5), 3, seed=1)
+    assert model.head.weight.shape == (3, 64)
+    again = transfer.replace_head(transfer.TransferCNN(5), 3, seed=1)
+    assert np.array_equal(model.head.weight.data, again.head.weight.data)  # one seed, one head
+    transfer.freeze(model.features)
+    assert not any(p.requires_grad for p in model.features.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    transfer.unfreeze(model.features)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_source_model_is_loaded_from_the_cache_the_second_time(setup):
+    d, source, folder = setup
+    said = []
+    again = transfer.source_model(d, folder=folder, log=said.append)
+    assert said == []  # nothing trained, nothing to say
+    for k, v in source.state_dict().items():
+        assert np.array_equal(v, again.state_dict()[k])
+    assert transfer.accuracy(source, d.source_test) > 0.8
+
+
+def test_a_corrupt_source_file_is_retrained(setup, tmp_path):
+    d, source, folder = setup
+    transfer.source_model(d, folder=str(tmp_path), log=quiet)
+    (path,) = [p for p in tmp_path.iterdir() if p.name.startswith("source-")]
+    path.write_bytes(b"not a checkpoint")
+    said = []
+    model = transfer.source_model(d, folder=str(tmp_path), log=said.append)
+    assert any("unusable" in s for s in said) and any("trained the source model" in s for s in said)
+    assert np.array_equal(model.head.weight.data, source.head.weight.data)  # same seed, same training
+
+
+def test_extract_features_runs_in_eval_mode_without_a_graph(setup):
+    d, source, _ = setup
+    source.train()
+    loader = data.DataLoader(d.target_test.x, d.target_test.y, 16)
+    feats, labels = transfer.extract_features(source.features, loader)
+    assert feats.shape == (200, 64) and np.array_equal(labels, d.target_test.y)
+    assert source.training  # the mode is restored
+
+
+# ---------------------------------------------------------------- FeatureCache
+
+def test_feature_cache_hit_does_not_run_the_backbone(setup, tmp_path, monkeypatch):
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    first = cache.features(source.features, d.target_pool, "pool")
+    assert cache.last == "created"
+    monkeypatch.setattr(transfer, "extract_features", lambda *a: pytest.fail("the backbone ran on a cache hit"))
+    second = cache.features(source.features, d.target_pool, "pool")
+    assert cache.last == "hit" and np.array_equal(first, second)
+
+
+def test_feature_cache_recomputes_for_changed_weights(setup, tmp_path):
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    cache.features(source.features, d.target_pool, "pool")
+    changed = transfer.model_for(d)
+    changed.load_state_dict(source.state_dict())
+    changed.features[0].weight.data[0, 0, 0, 0] += 1
+    feats = cache.features(changed.features, d.target_pool, "pool")
+    assert cache.last == "recomputed: it was made for other backbone weights"
+    assert np.allclose(feats, transfer.extract_features(changed.features, data.DataLoader(
+        d.target_pool.x, d.target_pool.y, 64))[0], atol=1e-6)
+
+
+def test_feature_cache_recomputes_for_changed_data(setup, tmp_path):
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    cache.features(source.features, d.target_pool, "pool")
+    other = data.Split(d.target_pool.x[::-1].copy(), d.target_pool.y[::-1].copy())
+    cache.features(source.features, other, "pool")
+    assert cache.last == "recomputed: it was made for other data"
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"garbage"])
+def test_feature_cache_recovers_from_a_corrupt_file(setup, tmp_path, damage):
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    good = cache.features(source.features, d.target_pool, "pool")
+    path = cache.path("pool")
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(raw))
+    again = cache.features(source.features, d.target_pool, "pool")
+    assert cache.last.startswith("recomputed: the file is unreadable") and np.array_equal(good, again)
+
+
+def test_a_crash_mid_write_leaves_the_previous_cache(setup, tmp_path, monkeypatch):
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    good = cache.features(source.features, d.target_pool, "pool")
+    changed = transfer.model_for(d)  # different weights: a recompute, and a write
+
+    def crash(file, arrays):
+        file.write(b"PK half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mt.backend, "save_npz", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.features(changed.features, d.target_pool, "pool")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["features-pool.npz"]  # no half file, no temp file
+    assert np.array_equal(cache.features(source.features, d.target_pool, "pool"), good)
+    assert cache.last == "hit"
+
+
+def test_an_unwritable_cache_folder_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(OSError, match=f"the cache folder {blocker}/sub cannot be written"):
+        transfer.FeatureCache(str(blocker / "sub"))
+
+
+# ---------------------------------------------------------------- regularisers
+
+def test_l2sp_fused_and_composed_agree_and_pass_gradcheck():
+    mt.manual_seed(0)
+    backbone = mt.nn.Sequential(mt.nn.Linear(3, 4, dtype=mt.float64), mt.nn.Linear(4, 2, dtype=mt.float64))
+    penalty = transfer.L2SP(backbone)
+    assert penalty().item() == 0.0
+    for p in backbone.parameters():
+        p.data += np.random.default_rng(1).standard_normal(p.shape)
+    fused, composed = penalty(), penalty.composed()
+    assert np.isclose(fused.item(), composed.item(), rtol=1e-12)
+    expected = 0.5 * sum(((p.data - a) ** 2).sum() for p, a in zip(penalty.params, penalty.anchors))
+    assert np.isclose(fused.item(), expected)
+    params = list(backbone.parameters())
+    assert mt.gradcheck(lambda *ps: transfer.L2SPPenalty(penalty.anchors)(*ps), params)
+    fused.backward()
+    grads = [p.grad.copy() for p in params]
+    backbone.zero_grad()
+    penalty.composed().backward()
+    for g, p in zip(grads, params):
+        np.testing.assert_allclose(g, p.grad, rtol=1e-12)
+
+
+def test_feature_mse_pulls_only_the_fine_tuned_features():
+    rng = np.random.default_rng(0)
+    f = mt.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    f0 = mt.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    transfer.feature_mse(f, f0).backward()
+    assert f0.grad is None  # the source features are a fixed target
+    np.testing.assert_allclose(f.grad, 2 * (f.data - f0.data) / 12)
+    assert np.isclose(transfer.feature_mse(f, f0).item(), transfer.feature_mse_composed(f, f0).item())
+    assert mt.gradcheck(lambda a: transfer.feature_mse(a, f0), [f])
+
+
+# ---------------------------------------------------------------- recipes
+
+def test_proxy_training_ends_with_the_linear_probe_head(setup, tmp_path):
+    d, source, _ = setup
+    train = data.k_shot(d.target_pool, 5, seed=2)
+    budget = transfer.Budget(steps=30)
+    probe = transfer.linear_probe(source, d, train, budget, seed=2)
+    proxy = transfer.proxy_train(source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget, seed=2)
+    np.testing.assert_allclose(probe.model.head.weight.data, proxy.model.head.weight.data, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probe.losses, proxy.losses, rtol=1e-4)
+    assert abs(probe.accuracy - proxy.accuracy) <= 0.01
+
+
+def test_the_linear_probe_leaves_the_backbone_bit_identical(setup):
+    d, source, _ = setup
+    before = source.state_dict()
+    result = transfer.linear_probe(source, d, data.k_shot(d.target_pool, 5), transfer.Budget(steps=10))
+    for k, v in result.model.features.state_dict().items():
+        assert np.array_equal(v, before["features." + k])
+    assert not np.array_equal(result.model.head.weight.data[:5], before["head.weight"][:5])
+
+
+@pytest.mark.parametrize("method", transfer.METHODS)
+def test_every_method_runs_and_reports(setup, tmp_path, method):
+    d, source, _ = setup
+    result = transfer.run_method(method, source, d, data.k_shot(d.target_pool, 3), transfer.FeatureCache(
+        str(tmp_path), log=quiet), transfer.Budget(steps=5))
+    assert 0 <= result.accuracy <= 1 and len(result.losses) == 5 and result.seconds > 0
+    assert all(np.isfinite(result.losses))
+
+
+def test_a_head_that_does_not_match_the_labels_is_named(setup):
+    d, source, _ = setup
+    bad = data.Split(d.target_pool.x[:4], np.array([0, 1, 2, 7]))
+    with pytest.raises(ValueError, match="labels run from 0 to 7, but the head has 5 outputs"):
+        transfer.linear_probe(source, d, bad, transfer.Budget(steps=1))
+
+
+def test_unknown_method_and_regularizer_are_named(setup, tmp_path):
+    d, source, _ = setup
+    with pytest.raises(ValueError, match="unknown method 'dance'"):
+        transfer.run_method("dance", source, d, d.target_pool, None)
+    with pytest.raises(ValueError, match="unknown regularizer 'l1'"):
+        transfer.fine_tune(source, d, d.target_pool, regularizer="l1")
+
+
+# ---------------------------------------------------------------- the main command
+
+def run_main(*args, cache):
+    env = dict(os.environ, MINITL_CACHE=str(cache))
+    return subprocess.run([sys.executable, "-m", "minitl", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_python_m_minitl_quick_runs_end_to_end(tmp_path):
+    done = run_main("--quick", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "accuracy on the held-out target test set" in done.stdout
+    for method in transfer.METHODS:
+        assert method in done.stdout
+    assert (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--dataset", "mnist"), "unknown dataset 'mnist'"),
+    (("--methods", "scratch,dance"), "unknown methods \\['dance'\\]"),
+    (("--k", "500"), "k=500 is more than the 200 examples per class"),
+    (("--k", "two"), "'two' is not a positive integer"),
+])
+def test_main_command_bad_options_are_named(tmp_path, args, message):
+    done = run_main(*args, cache=tmp_path)
+    assert done.returncode == 2
+    assert __import__("re").search(message, done.stderr), done.stderr
