@@ -11,7 +11,7 @@ import os
 import statistics
 import time
 
-from minitl import backend, transfer
+from minitl import backend, report, transfer
 from minitl.data import k_shot, load_dataset
 
 DEFAULT_K = (2, 5, 10, 20, "all")
@@ -78,15 +78,12 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
 
 
 def print_table(table, ks, log=print):
-    width = 15
+    headers = ["method"] + [f"k={k}" for k in ks]
     log("\naccuracy on the held-out target test set, mean ± std over seeds")
-    log(f"{'method':<24}" + "".join(f"{'k=' + str(k):>{width}}" for k in ks))
-    for method, row in table.items():
-        log(f"{method:<24}" + "".join(f"{_fmt(row[str(k)]['accuracy']):>{width}}" for k in ks))
+    log(report.table(headers, [[m] + [_fmt(row[str(k)]["accuracy"]) for k in ks] for m, row in table.items()]))
     log("\nseconds per run")
-    log(f"{'method':<24}" + "".join(f"{'k=' + str(k):>{width}}" for k in ks))
-    for method, row in table.items():
-        log(f"{method:<24}" + "".join(f"{statistics.fmean(row[str(k)]['seconds']):>{width}.2f}" for k in ks))
+    log(report.table(headers, [[m] + [statistics.fmean(row[str(k)]["seconds"]) for k in ks]
+                               for m, row in table.items()]))
 
 
 def write_outputs(folder, table, ks, config, log=print):
@@ -97,11 +94,8 @@ def write_outputs(folder, table, ks, config, log=print):
         json.dump({"config": config, "table": table}, f, indent=1)
     os.replace(path + ".tmp", path)
     log(f"results: {path}")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = report.pyplot()
+    if plt is None:
         log("(no plot: matplotlib is not installed; pip install 'minitl[lessons]')")
         return
     fig, ax = plt.subplots(figsize=(6, 4))

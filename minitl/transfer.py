@@ -155,13 +155,17 @@ def train_source(data, device=None, seed=0, steps=SOURCE_STEPS):
     return model
 
 
+def source_model_path(data, seed=0, folder=None):
+    """Where source_model keeps the weights for this data, architecture, recipe and seed."""
+    recipe = json.dumps([data.name, data.source_train.fingerprint(), repr(model_for(data)),
+                         SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH, seed])
+    return os.path.join(cache_dir(folder), f"source-{data.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz")
+
+
 def source_model(data, device=None, seed=0, folder=None, log=print):
     """The source model for `data`: loaded from the cache folder when a file for exactly this
     data, architecture and training recipe is there; trained and saved otherwise (seconds)."""
-    folder = cache_dir(folder)
-    recipe = json.dumps([data.name, data.source_train.fingerprint(), repr(model_for(data)),
-                         SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH, seed])
-    path = os.path.join(folder, f"source-{data.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz")
+    path = source_model_path(data, seed, folder)
     model = model_for(data, device)
     if os.path.exists(path):
         try:
@@ -431,6 +435,7 @@ def run_method(method, source, data, train, cache, budget=Budget(), seed=0, devi
 
 
 __all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "predict", "accuracy",
-           "extract_features", "weights_hash", "cache_dir", "train_source", "source_model", "FeatureCache",
+           "extract_features", "weights_hash", "cache_dir", "train_source", "source_model_path",
+           "source_model", "FeatureCache",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
            "proxy_train", "fine_tune", "run_method", "METHODS", "REGULARIZERS"]

@@ -1,0 +1,41 @@
+"""Small helpers the lessons and the main command share: arguments, tables, plots."""
+
+import argparse
+import os
+
+
+def lesson_arguments(doc, argv=None):
+    """Every lesson's command line: --device and --quick."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (seconds), as CI runs it")
+    return parser.parse_args(argv)
+
+
+def table(headers, rows):
+    """Rows of values as aligned text columns; floats get 3 decimals."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(str(v).rjust(w) if i else str(v).ljust(w)
+                                    for i, (v, w) in enumerate(zip(values, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_plot(fig, lesson_file, name):
+    """Save a figure to lessons/out/ beside the lesson; returns the path."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(lesson_file)), "out")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=100)
+    return path
