@@ -32,10 +32,15 @@ def pyplot():
     return plt
 
 
-def save_plot(fig, lesson_file, name):
-    """Save a figure to lessons/out/ beside the lesson; returns the path."""
+def out_path(lesson_file, name):
+    """A path in the out/ folder beside a lesson (created if needed)."""
     folder = os.path.join(os.path.dirname(os.path.abspath(lesson_file)), "out")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
+    return os.path.join(folder, name)
+
+
+def save_plot(fig, lesson_file, name):
+    """Save a figure to the out/ folder beside the lesson; returns the path."""
+    path = out_path(lesson_file, name)
     fig.savefig(path, dpi=100)
     return path

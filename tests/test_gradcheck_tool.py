@@ -63,7 +63,7 @@ class NonzeroForZeroUpstream(Function):
         return x * 1.0
 
     def backward(self, gy):
-        return gy + 1e-3
+        return gy + 1e-8  # far below the numerical tolerance: only the zero check sees it
 
 
 def test_a_zero_upstream_gradient_must_give_zero():

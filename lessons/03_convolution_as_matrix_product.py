@@ -1,0 +1,105 @@
+"""Lesson 3: a convolution is one matrix product.
+
+What you will learn: how im2col lays every patch of an image out as a column, so
+that a convolution with all its filters becomes a single matrix product; how
+col2im sends gradients back to the pixels; and how max pooling picks and routes.
+
+Run it:  python lessons/03_convolution_as_matrix_product.py [--quick] [--device cpu|cuda]
+
+What to look for: the shapes at every step; the matrix-product result equals the
+four-loop definition to rounding; the gradient check passes; and im2col + one
+product is many times faster than the loops.
+"""
+
+import time
+
+import numpy as np
+
+import minitl as mt
+import minitl.functional as F
+from minitl.report import lesson_arguments, table
+
+args = lesson_arguments(__doc__)
+
+# ---- constants
+N, C, H, W = (2, 3, 8, 8) if args.quick else (8, 3, 16, 16)   # a batch of images
+OC, KH, KW = 4, 3, 3                                           # 4 filters of 3x3
+STRIDE, PAD = 1, 1
+SEED = 0
+
+rng = np.random.default_rng(SEED)
+x = rng.standard_normal((N, C, H, W))
+w = rng.standard_normal((OC, C, KH, KW))
+b = rng.standard_normal(OC)
+
+# ---- 1. im2col: one column per output pixel, one row per (channel, kernel row, kernel column)
+cols = F.im2col(x, KH, KW, (STRIDE, STRIDE), (PAD, PAD))
+OH, OW = (H + 2 * PAD - KH) // STRIDE + 1, (W + 2 * PAD - KW) // STRIDE + 1
+print(f"x            {x.shape}   (N, C, H, W)")
+print(f"im2col(x)    {cols.shape}   (C*KH*KW, N*OH*OW) = ({C}*{KH}*{KW}, {N}*{OH}*{OW})")
+
+# ---- 2. every filter as a row: W_mat @ cols computes all filters at all positions at once
+w_mat = w.reshape(OC, -1)
+print(f"W as rows    {w_mat.shape}   (OC, C*KH*KW)")
+y_mat = w_mat @ cols + b[:, None]
+print(f"W_mat @ cols {y_mat.shape}   (OC, N*OH*OW)")
+y = y_mat.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)
+print(f"y            {y.shape}   (N, OC, OH, OW)")
+
+
+# ---- 3. the definition, by loops: each output is a patch times a filter, summed
+def conv_loops(x, w, b):
+    xp = np.pad(x, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))
+    out = np.zeros((N, OC, OH, OW))
+    for n in range(N):
+        for o in range(OC):
+            for i in range(OH):
+                for j in range(OW):
+                    patch = xp[n, :, i * STRIDE:i * STRIDE + KH, j * STRIDE:j * STRIDE + KW]
+                    out[n, o, i, j] = (patch * w[o]).sum() + b[o]
+    return out
+
+
+start = time.perf_counter()
+y_loops = conv_loops(x, w, b)
+t_loops = time.perf_counter() - start
+start = time.perf_counter()
+y_conv = F.conv2d(mt.tensor(x, device=args.device), mt.tensor(w, device=args.device),
+                  mt.tensor(b, device=args.device), STRIDE, PAD).numpy()
+t_conv = time.perf_counter() - start
+print(f"\nlargest difference, product vs loops: {np.abs(y - y_loops).max():.1e}; "
+      f"conv2d vs loops: {np.abs(y_conv - y_loops).max():.1e}")
+
+# ---- 4. backward: with gy_mat the upstream gradient laid out like y_mat,
+#      gW = gy_mat @ cols^T  and  gx = col2im(W_mat^T @ gy_mat) (each column goes back to its patch)
+gy = rng.standard_normal((N, OC, OH, OW))
+gy_mat = gy.transpose(1, 0, 2, 3).reshape(OC, -1)
+gw_by_hand = (gy_mat @ cols.T).reshape(w.shape)
+gx_by_hand = F.col2im(w_mat.T @ gy_mat, x.shape, KH, KW, (STRIDE, STRIDE), (PAD, PAD))
+xt = mt.tensor(x, requires_grad=True, device=args.device)
+wt = mt.tensor(w, requires_grad=True, device=args.device)
+F.conv2d(xt, wt, None, STRIDE, PAD).backward(gy)
+print(f"gW by hand vs backward: {np.abs(gw_by_hand - mt.backend.to_host(wt.grad)).max():.1e}; "
+      f"gx: {np.abs(gx_by_hand - mt.backend.to_host(xt.grad)).max():.1e}")
+
+# gradcheck perturbs one element at a time, so it runs on a small slice of the batch
+small = [mt.tensor(a, requires_grad=True, device=args.device) for a in (x[:1, :, :5, :5].copy(), w, b)]
+conv_ok = mt.gradcheck(lambda x, w, b: F.conv2d(x, w, b, STRIDE, PAD), small)
+
+# ---- 5. max pooling: each 2x2 window keeps its largest value; backward sends gy to that one pixel
+pool_in = mt.tensor(rng.permutation(16).reshape(1, 1, 4, 4).astype(float), requires_grad=True, device=args.device)
+pooled = F.max_pool2d(pool_in, 2)
+pooled.sum().backward()
+print("\npool input\n", pool_in.numpy()[0, 0], "\nmax_pool2d(2)\n", pooled.numpy()[0, 0],
+      "\ngradient: 1 where each maximum was\n", mt.backend.to_host(pool_in.grad)[0, 0])
+distinct = rng.permutation(32).reshape(1, 2, 4, 4) * 0.1  # no ties: max is not differentiable at a tie
+pool_ok = mt.gradcheck(lambda t: F.max_pool2d(t, 2), [mt.tensor(distinct, requires_grad=True, device=args.device)])
+
+print()
+print(table(["check", "result"], [
+    ["conv2d == four loops", f"max difference {np.abs(y_conv - y_loops).max():.1e}"],
+    ["conv2d gradcheck", "pass" if conv_ok else "FAIL"],
+    ["max_pool2d gradcheck", "pass" if pool_ok else "FAIL"],
+    ["time: loops", f"{t_loops * 1e3:.1f} ms"],
+    ["time: im2col + one product", f"{t_conv * 1e3:.1f} ms ({t_loops / t_conv:.0f}x faster)"],
+]))
