@@ -16,8 +16,7 @@ import tracemalloc
 
 import minitl as mt
 import minitl.functional as F
-import minitl.nn as nn
-from benchmarks.common import device_sync, timeit, write_results
+from benchmarks.common import device_sync, lenet_step, timeit, write_results
 from minitl import backend
 
 CONV_SHAPES = [(1, 16, 28), (16, 32, 14), (32, 64, 7), (3, 32, 32), (64, 64, 16)]  # (Cin, Cout, H=W), 3x3, pad 1
@@ -67,31 +66,6 @@ def conv_case(n, cin, cout, size, device, repeat):
     t_mm, _ = timeit(products, device_sync(device), repeat=repeat)
     flops = 2 * cout * col.shape[0] * col.shape[1] * (3 if x.requires_grad else 2)
     return t_conv, t_mm, flops
-
-
-def lenet(device, frozen):
-    mt.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(32 * 7 * 7, 10)).to(device)
-    if frozen:
-        model[:7].requires_grad_(False)
-    opt = mt.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    return model, opt
-
-
-def step_fn(n, device, frozen):
-    model, opt = lenet(device, frozen)
-    rng = backend.host_rng(1)
-    x = mt.tensor(rng.random((n, 1, 28, 28), dtype="float32"), device=device)
-    y = backend.to_device(rng.integers(0, 10, n), device)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
 
 
 def peak_memory(step):
@@ -158,7 +132,7 @@ def main():
     torch_frozen = run_peer("torch", "step", batches=batches, repeat=repeat, frozen=True) if device == "cpu" else None
     dezero = run_peer("dezero", "step", batches=batches, repeat=max(3, repeat // 3)) if device == "cpu" else None
     for i, n in enumerate(batches):
-        full, frozen = step_fn(n, device, False), step_fn(n, device, True)
+        full, frozen = lenet_step(n, device, "full"), lenet_step(n, device, "frozen")
         t_full, _ = timeit(full, device_sync(device), repeat=repeat)
         t_frozen, _ = timeit(frozen, device_sync(device), repeat=repeat)
         vs_torch = torch_full and torch_full["seconds"][i] / t_full

@@ -65,3 +65,35 @@ def write_results(name, results, folder=None):
         json.dump({"machine": info, "results": results}, f, indent=1)
     os.replace(path + ".tmp", path)
     return path
+
+
+def lenet_step(n, device, mode):
+    """One SGD step of the LeNet-style CNN at batch n, as a function of no arguments.
+
+    mode "full": every layer trains; "frozen": only the last Linear trains (the freeze
+    contract: no graph through the backbone); "cached": the last Linear trains on
+    features computed once beforehand (proxy collection: the backbone never runs).
+    """
+    import minitl as mt
+    import minitl.functional as F
+    from minitl import backend, nn, transfer
+    mt.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()).to(device)
+    head = nn.Linear(32 * 7 * 7, 10).to(device)
+    rng = backend.host_rng(1)
+    x = mt.tensor(rng.random((n, 1, 28, 28), dtype="float32"), device=device)
+    y = backend.to_device(rng.integers(0, 10, n), device)
+    if mode == "full":
+        params, model = list(backbone.parameters()) + list(head.parameters()), lambda x: head(backbone(x))
+    elif mode == "frozen":
+        backbone.requires_grad_(False)
+        params, model = list(head.parameters()), lambda x: head(backbone(x))
+    elif mode == "cached":
+        with mt.no_grad():
+            x = backbone(x).detach()
+        params, model = list(head.parameters()), head
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    opt = mt.optim.SGD(params, lr=0.01)
+    return lambda: transfer.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)

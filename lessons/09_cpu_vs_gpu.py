@@ -44,13 +44,7 @@ def make_step(device, batch):
     opt = mt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = mt.tensor(glyphs.source_train.x[:batch], device=device)
     y = backend.to_device(glyphs.source_train.y[:batch], device)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
+    return lambda: transfer.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
 
 
 # ---- 3. timing: warm up, then synchronise before every clock read, and take the median

@@ -299,6 +299,15 @@ class Budget:
     backbone_lr_scale: float = 0.1  # fine-tuning: the backbone moves 10x slower than the head
 
 
+def train_step(loss_fn, optimizer, x, y):
+    """One step: loss, zero_grad, backward, optimizer step; returns the loss tensor."""
+    loss = loss_fn(x, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def _fit(loss_fn, optimizer, loader, steps):
     """`steps` optimizer steps over loader's batches (as many epochs as it takes); the losses."""
     losses, batches = [], iter(loader)
@@ -308,10 +317,7 @@ def _fit(loss_fn, optimizer, loader, steps):
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        loss = loss_fn(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = train_step(loss_fn, optimizer, x, y)
         losses.append(loss.data)  # kept on the device; converted once at the end (no per-step sync)
     return [float(v) for v in losses]
 
@@ -438,4 +444,4 @@ __all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replac
            "extract_features", "weights_hash", "cache_dir", "train_source", "source_model_path",
            "source_model", "FeatureCache",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
-           "proxy_train", "fine_tune", "run_method", "METHODS", "REGULARIZERS"]
+           "proxy_train", "fine_tune", "run_method", "train_step", "METHODS", "REGULARIZERS"]
