@@ -48,8 +48,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
     first = _analytic(fn, inputs, checked, gy)
     for x, analytic in zip(checked, first):
-        x.data = xp.ascontiguousarray(x.data)
-        flat = x.data.reshape(-1)  # a view of a contiguous array: perturbing it perturbs x
+        x.data = x.data.copy()      # C-contiguous (and still 0-d if it was), so that ...
+        flat = x.data.reshape(-1)  # ... this is a view: perturbing it perturbs x
         numeric = xp.zeros(x.data.size, dtype=x.dtype)
         with no_grad():
             for i in range(x.data.size):

@@ -69,3 +69,10 @@ class NonzeroForZeroUpstream(Function):
 def test_a_zero_upstream_gradient_must_give_zero():
     with pytest.raises(mt.GradcheckError, match="zero upstream gradient"):
         mt.gradcheck(lambda x: NonzeroForZeroUpstream()(x), [x64()])
+
+
+def test_zero_dimensional_inputs_keep_their_shape():
+    x = mt.tensor(np.float64(1.5), requires_grad=True)
+    y = mt.tensor(np.ones(3), requires_grad=True)
+    assert mt.gradcheck(lambda a, b: a * b, [x, y])
+    assert x.shape == ()
