@@ -9,6 +9,7 @@ from minitl import backend
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=20,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 CUDA_OK, CUDA_WHY = backend.cuda_status()
