@@ -22,15 +22,22 @@ from minitl import backend
 CONV_SHAPES = [(1, 16, 28), (16, 32, 14), (32, 64, 7), (3, 32, 32), (64, 64, 16)]  # (Cin, Cout, H=W), 3x3, pad 1
 
 
-def run_peer(peer, task, **args):
-    """A peer's JSON answer, or None when it is not installed or fails."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.peers", peer, task, json.dumps(args)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        why = "not installed" if done.returncode == 3 else done.stderr.strip().splitlines()[-1:]
-        print(f"  ({peer} skipped: {why})")
-        return None
-    return json.loads(done.stdout)
+def run_peer(peer, task, tries=2, **args):
+    """A peer's JSON answer, or None when it is not installed or fails. It runs `tries` times and
+    each time keeps its best, so machine noise never makes a peer look slower than it is."""
+    best = None
+    for _ in range(tries):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.peers", peer, task, json.dumps(args)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            why = "not installed" if done.returncode == 3 else done.stderr.strip().splitlines()[-1:]
+            print(f"  ({peer} skipped: {why})")
+            return None
+        result = json.loads(done.stdout)
+        if best is not None:
+            result["seconds"] = [min(a, b) for a, b in zip(best["seconds"], result["seconds"])]
+        best = result
+    return best
 
 
 def matmul_gflops(device, repeat):
@@ -44,10 +51,17 @@ def matmul_gflops(device, repeat):
 def conv_case(n, cin, cout, size, device, repeat):
     """(conv forward+backward seconds, the same matrix products alone, FLOPs of those products)."""
     rng = backend.host_rng(0)
-    x = mt.tensor(rng.random((n, cin, size, size), dtype="float32"), device=device, requires_grad=cin >= 16)
+
+    def channel_major(c):  # (n, c, h, w) stored as (c, n, h, w): how activations and gradients flow in a network
+        return backend.to_device(rng.random((c, n, size, size), dtype="float32"), device).transpose(1, 0, 2, 3)
+
+    if cin >= 16:  # a hidden layer: its input is the previous layer's output
+        x = mt.Tensor(channel_major(cin), requires_grad=True)
+    else:          # a first layer: images as the data loader gives them, no input gradient needed
+        x = mt.tensor(rng.random((n, cin, size, size), dtype="float32"), device=device)
     w = mt.tensor(rng.random((cout, cin, 3, 3), dtype="float32"), device=device, requires_grad=True)
     b = mt.tensor(rng.random(cout, dtype="float32"), device=device, requires_grad=True)
-    gy = backend.to_device(rng.random((n, cout, size, size), dtype="float32"), device)
+    gy = channel_major(cout)
 
     def conv():
         w.grad = b.grad = x.grad = None
@@ -110,7 +124,8 @@ def main():
 
     cases = [(n, cin, cout, size) for n in batches for cin, cout, size in CONV_SHAPES]
     torch_conv = run_peer("torch", "conv", cases=cases, repeat=repeat) if device == "cpu" else None
-    print("conv2d 3x3 pad 1, forward+backward (no input gradient for a 1- or 3-channel first layer)")
+    print("conv2d 3x3 pad 1, forward+backward (no input gradient for a 1- or 3-channel first layer; hidden\n"
+          "layers get their input and upstream gradient channel-major, as conv2d's own output is laid out)")
     print(f"{'N':>5} {'Cin->Cout':>10} {'HxW':>6} {'ms':>8} {'GFLOP/s':>8} {'products':>9} {'torch ms':>9}  target")
     for i, (n, cin, cout, size) in enumerate(cases):
         t_conv, t_mm, flops = conv_case(n, cin, cout, size, device, repeat)

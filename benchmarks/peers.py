@@ -39,22 +39,25 @@ def torch_conv(cases, repeat):
     return {"seconds": out, "version": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def torch_step(batches, repeat, frozen=False):
+def torch_step(batches, repeat, frozen=False, device="cpu"):
     import torch
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ImportError("this PyTorch build has no CUDA")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    model = lenet_torch(torch, frozen)
+    model = lenet_torch(torch, frozen).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01)
     out = []
     for n in batches:
-        x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
+        x, y = torch.rand(n, 1, 28, 28, device=device), torch.randint(0, 10, (n,), device=device)
 
         def step():
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        out.append(timeit(step, repeat=repeat)[0])
+        out.append(timeit(step, sync, warmup=5, repeat=repeat)[0])
     return {"seconds": out, "version": torch.__version__, "threads": torch.get_num_threads()}
 
 

@@ -302,9 +302,9 @@ def check_compatible(op, *tensors):
     if len(devices) > 1:
         raise ValueError(f"{op}: tensors are on different devices ({' and '.join(sorted(devices))}); "
                          f"move them to one with .to(device)")
-    floats = sorted({str(t.dtype) for t in tensors if backend.is_float(t.dtype)})
+    floats = {t.data.dtype for t in tensors if t.data.dtype.kind == "f"}
     if len(floats) > 1:
-        raise TypeError(f"{op}: tensors have different float dtypes ({' and '.join(floats)}); "
+        raise TypeError(f"{op}: tensors have different float dtypes ({' and '.join(sorted(map(str, floats)))}); "
                         f"minitl never promotes silently, convert one explicitly")
 
 

@@ -21,9 +21,8 @@ def check_labels(logits, labels, op="cross_entropy"):
         raise ValueError(f"{op}: labels have shape {tuple(labels.shape)}, expected ({n},) "
                          f"to match logits {logits.shape}")
     labels = backend.to_device(labels, logits.device)
-    bad = (labels < 0) | (labels >= c)
-    if n and bool(bad.any()):
-        i = int(bad.argmax())
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
+        i = int(((labels < 0) | (labels >= c)).argmax())
         raise ValueError(f"{op}: label {int(labels[i])} at position {i} is out of range for {c} classes "
                          f"(labels must be in 0..{c - 1})")
     return labels
@@ -41,7 +40,7 @@ class CrossEntropy(Function):
         rows = xp.arange(n)
         if self.needs_grad[0]:
             self.p = xp.exp(z - lse)  # softmax, reused by backward
-        return (lse[:, 0] - z[rows, self.labels]).mean()
+        return (lse[:, 0] - z[rows, self.labels]).sum() / n
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
