@@ -38,6 +38,7 @@ stage versions 20 bash -c 'nvidia-smi; python -c "import sys, numpy, cupy; print
 stage check 40 python -m minitl check
 stage tests_cuda 120 env MINITL_DEVICE=cuda python -m pytest -q -x -p no:cacheprovider tests
 stage lessons_cuda 45 python lessons/run_all.py --quick --device cuda
+stage main_cuda 30 python -m minitl --quick --device cuda
 stage bench_train 45 python -m benchmarks.bench_train --quick --crossover
 stage bench_ops 20 python -m benchmarks.bench_ops --quick --device cuda
 if command -v nsys >/dev/null; then  # kernel launches per training step, counted by the CUDA profiler

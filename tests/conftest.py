@@ -22,3 +22,10 @@ def device(request):
     """Each test that takes `device` runs once per backend; CUDA cases skip without CuPy or a GPU."""
     return request.param
 
+
+
+# Tests name their devices explicitly (the `device` fixture runs each device-aware test on every
+# backend, cuda included when it is there), and compare against NumPy on the host; so the default
+# device inside tests is the CPU whatever MINITL_DEVICE says. Lessons and the main command honour it.
+REQUESTED_DEVICE = os.environ.get("MINITL_DEVICE")
+os.environ["MINITL_DEVICE"] = "cpu"

@@ -215,6 +215,20 @@ def test_cuda_without_cupy_or_gpu_is_a_clear_error_never_a_fallback():
         mt.tensor([1.0], device="cuda")
 
 
+def test_the_default_device_comes_from_MINITL_DEVICE(monkeypatch):
+    monkeypatch.setenv("MINITL_DEVICE", "cpu")
+    assert mt.tensor([1.0]).device == "cpu" and mt.nn.Linear(2, 2).weight.device == "cpu"
+    monkeypatch.setenv("MINITL_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        mt.tensor([1.0])
+    monkeypatch.setenv("MINITL_DEVICE", "cuda")
+    if backend.cuda_status()[0]:
+        assert mt.tensor([1.0]).device == "cuda" and mt.nn.Linear(2, 2).weight.device == "cuda"
+    else:
+        with pytest.raises(RuntimeError, match="device 'cuda' was asked for"):
+            mt.tensor([1.0])
+
+
 def test_transpose_and_T_follow_numpy():
     a = np.arange(24.0).reshape(2, 3, 4)
     t = mt.tensor(a)
