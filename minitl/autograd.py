@@ -543,7 +543,7 @@ class Max(Function):
         xp = backend.get_array_module(x)
         kept = [i for i in range(x.ndim) if i not in self.axes]
         # Move the reduced axes last and flatten them: argmax then finds the first maximum.
-        self.perm = kept + list(self.axes)
+        self.perm = tuple(kept) + self.axes
         self.x_shape = x.shape
         self.kept_shape = tuple(x.shape[i] for i in kept)
         xt = x.transpose(self.perm).reshape(self.kept_shape + (-1,))
@@ -559,7 +559,7 @@ class Max(Function):
         hit = xp.arange(m) == self.index[..., None]  # one-hot of the first maximum
         gxt = hit * gy.reshape(self.kept_shape + (1,))
         gxt = gxt.reshape(self.kept_shape + tuple(self.x_shape[a] for a in self.axes))
-        inverse = [self.perm.index(i) for i in range(len(self.perm))]
+        inverse = tuple(self.perm.index(i) for i in range(len(self.perm)))
         return gxt.transpose(inverse)
 
 
@@ -604,7 +604,7 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        inverse = [self.axes.index(i) for i in range(len(self.axes))]
+        inverse = tuple(self.axes.index(i) for i in range(len(self.axes)))
         return gy.transpose(inverse)
 
 

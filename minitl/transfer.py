@@ -250,10 +250,10 @@ class L2SPPenalty(Function):
 
     def forward(self, *weights):
         self.diffs = [w - a for w, a in zip(weights, self.anchors)]
-        total = self.diffs[0].dtype.type(0)
-        for d in self.diffs:
+        total = (self.diffs[0] * self.diffs[0]).sum()  # a 0-d array of the weights' own array module
+        for d in self.diffs[1:]:
             total = total + (d * d).sum()
-        return backend.get_array_module(self.diffs[0]).asarray(total * 0.5)
+        return total * 0.5
 
     def backward(self, gy):
         return tuple(gy * d if need else None for d, need in zip(self.diffs, self.needs_grad))
