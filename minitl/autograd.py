@@ -50,11 +50,9 @@ def _as_array(data, dtype=None, device=None):
         if isinstance(data, str) or data is None:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
         array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
-    if device is not None or backend.device_of(array) != "cpu":
-        array = backend.to_device(array, device if device is not None else backend.device_of(array))
-    elif backend.default_device() != "cpu":
-        array = backend.to_device(array, backend.default_device())
-    return array
+    if device is None:  # data already on the GPU stays there; host data goes to the default device
+        device = "cuda" if backend.device_of(array) == "cuda" else backend.default_device()
+    return backend.to_device(array, device)
 
 
 class Tensor:
@@ -219,10 +217,10 @@ class Function:
         return out
 
     def forward(self, *xs):
-        raise NotImplementedError(f"{type(self).__name__} must define forward")
+        raise TypeError(f"{type(self).__name__} must define forward")
 
     def backward(self, gy):
-        raise NotImplementedError(f"{type(self).__name__} must define backward")
+        raise TypeError(f"{type(self).__name__} must define backward")
 
 
 def _graph_order(root):
@@ -284,10 +282,11 @@ def unbroadcast(g, shape):
 # ---------------------------------------------------------------- operands
 
 def _lift(x, like):
-    """A non-tensor operand as a tensor: Python scalars take the dtype of the tensor beside them."""
+    """A non-tensor operand as a tensor: scalars take the dtype of the tensor beside them."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (bool, int, float)) and not backend.is_array(x):
+    if backend.is_scalar(x):
+        x = x.item() if hasattr(x, "item") else x  # a NumPy scalar counts as the Python number it holds
         if backend.is_float(like.dtype) or not isinstance(x, float):
             dtype = like.dtype
         else:

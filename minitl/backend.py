@@ -107,6 +107,11 @@ def is_array(x):
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
+def is_scalar(x):
+    """A Python number or a NumPy scalar (np.float64(2.0)): in an op it takes the tensor's dtype."""
+    return isinstance(x, (bool, int, float, numpy.generic))
+
+
 def to_device(array, device):
     """Move (or keep) an array on a device; a no-op when it is already there."""
     device = check_device(device)

@@ -153,7 +153,7 @@ def test_arrays_keep_their_dtype_and_integers_never_require_grad():
 def test_python_scalars_take_the_tensor_dtype():
     for dtype in (mt.float32, mt.float64):
         x = mt.tensor([1.0, 2.0], dtype=dtype)
-        for y in (x * 2, 2.5 - x, x / 3, x ** 2, -x, x + 1, (x * 0.5).sum()):
+        for y in (x * 2, 2.5 - x, x / 3, x ** 2, -x, x + 1, (x * 0.5).sum(), x * np.float64(2), np.float32(3) + x):
             assert y.dtype == dtype
 
 
@@ -257,3 +257,14 @@ def test_only_backend_imports_numpy_or_cupy():
     offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
                  if p.name != "backend.py" and pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_tensors_on_two_devices_in_one_op_is_a_clear_error(device):
+    if device == "cpu":
+        pytest.skip("needs a second device")
+    a = mt.tensor([1.0, 2.0], device="cpu")
+    b = mt.tensor([1.0, 2.0], device=device)
+    with pytest.raises(ValueError, match="different devices \\(cpu and cuda\\)"):
+        a + b
+    with pytest.raises(ValueError, match="different devices"):
+        F.linear(mt.tensor(np.ones((2, 3), dtype=np.float32)), mt.nn.Linear(3, 2, device=device).weight)

@@ -48,7 +48,7 @@ class Module:
         object.__delattr__(self, name)
 
     def forward(self, *args):
-        raise NotImplementedError(f"{type(self).__name__} must define forward")
+        raise TypeError(f"{type(self).__name__} must define forward")
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
