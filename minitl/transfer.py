@@ -235,7 +235,7 @@ class FeatureCache:
 
 def feature_mse(features, source_features):
     """DELTA-style R: mean over batch and feature axes of (f_hat - f)^2, f from the frozen source backbone
-    on the same batch (detached: the source is a fixed target). lambda ~ 0.1 to 1 is a moderate pull."""
+    on the same batch (detached: the source is a fixed target). lambda ~ 0.1 is a moderate pull."""
     return F.mse_loss(features, source_features.detach())
 
 
@@ -390,8 +390,10 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     """Every layer trains, the backbone at budget.backbone_lr_scale times the head's rate.
 
     With a regulariser the loss is L = CE + lam * R: "feature_mse" pulls the backbone's
-    features towards the frozen source backbone's on the same batch (lam default 1.0);
+    features towards the frozen source backbone's on the same batch (lam default 0.1);
     "l2sp" pulls the backbone's weights towards the source weights (lam default 0.01).
+    The defaults were chosen on glyphs generated with seed 1, a separate draw from the
+    seed-0 data the comparison reports: never on a test set that is reported.
     """
     if regularizer not in (None,) + REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}: choose None or one of {REGULARIZERS}")
@@ -402,7 +404,7 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     opt = Adam([{"params": list(model.features.parameters()), "lr": budget.head_lr * budget.backbone_lr_scale},
                 {"params": list(model.head.parameters())}], lr=budget.head_lr)
     if regularizer == "feature_mse":
-        lam = 1.0 if lam is None else lam
+        lam = 0.1 if lam is None else lam
         source_backbone = freeze(copy.deepcopy(source.features)).eval()
 
         def loss_fn(x, y):
