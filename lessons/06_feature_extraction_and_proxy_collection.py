@@ -9,8 +9,9 @@ from the stored features, many times, without ever running the backbone again.
 Run it:  python lessons/06_feature_extraction_and_proxy_collection.py [--quick] [--device cpu|cuda]
 
 What to look for: the second read is a cache hit; a changed backbone is noticed
-and recomputed; the head trained from the cache ends where the linear probe of
-lesson 5 ends (same seed, same batches), with the same accuracy, many times faster.
+and recomputed; the head trained from the cache ends where the linear probe (the
+head trained through the frozen backbone, as in lesson 5) ends, given the same
+seed and so the same batches: the same accuracy, many times faster.
 """
 
 import copy
