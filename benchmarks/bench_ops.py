@@ -52,16 +52,16 @@ def conv_case(n, cin, cout, size, device, repeat):
     """(conv forward+backward seconds, the same matrix products alone, FLOPs of those products)."""
     rng = backend.host_rng(0)
 
-    def channel_major(c):  # (n, c, h, w) stored as (c, n, h, w): how activations and gradients flow in a network
-        return backend.to_device(rng.random((c, n, size, size), dtype="float32"), device).transpose(1, 0, 2, 3)
+    def as_in_a_network(c):  # (n, c, h, w) stored as conv2d stores its outputs: how activations flow
+        return F.conv.to_nchw(backend.to_device(rng.random((c, size, size, n), dtype="float32"), device))
 
     if cin >= 16:  # a hidden layer: its input is the previous layer's output
-        x = mt.Tensor(channel_major(cin), requires_grad=True)
+        x = mt.Tensor(as_in_a_network(cin), requires_grad=True)
     else:          # a first layer: images as the data loader gives them, no input gradient needed
         x = mt.tensor(rng.random((n, cin, size, size), dtype="float32"), device=device)
     w = mt.tensor(rng.random((cout, cin, 3, 3), dtype="float32"), device=device, requires_grad=True)
     b = mt.tensor(rng.random(cout, dtype="float32"), device=device, requires_grad=True)
-    gy = channel_major(cout)
+    gy = as_in_a_network(cout)
 
     def conv():
         w.grad = b.grad = x.grad = None
@@ -125,7 +125,7 @@ def main():
     cases = [(n, cin, cout, size) for n in batches for cin, cout, size in CONV_SHAPES]
     torch_conv = run_peer("torch", "conv", cases=cases, repeat=repeat) if device == "cpu" else None
     print("conv2d 3x3 pad 1, forward+backward (no input gradient for a 1- or 3-channel first layer; hidden\n"
-          "layers get their input and upstream gradient channel-major, as conv2d's own output is laid out)")
+          "layers get their input and upstream gradient laid out as conv2d's own output is)")
     print(f"{'N':>5} {'Cin->Cout':>10} {'HxW':>6} {'ms':>8} {'GFLOP/s':>8} {'products':>9} {'torch ms':>9}  target")
     for i, (n, cin, cout, size) in enumerate(cases):
         t_conv, t_mm, flops = conv_case(n, cin, cout, size, device, repeat)

@@ -32,18 +32,19 @@ x = rng.standard_normal((N, C, H, W))
 w = rng.standard_normal((OC, C, KH, KW))
 b = rng.standard_normal(OC)
 
-# ---- 1. im2col: one column per output pixel, one row per (channel, kernel row, kernel column)
+# ---- 1. im2col: one column per output pixel of each image, one row per (channel, kernel row, kernel column)
 cols = F.im2col(x, KH, KW, (STRIDE, STRIDE), (PAD, PAD))
 OH, OW = (H + 2 * PAD - KH) // STRIDE + 1, (W + 2 * PAD - KW) // STRIDE + 1
 print(f"x            {x.shape}   (N, C, H, W)")
-print(f"im2col(x)    {cols.shape}   (C*KH*KW, N*OH*OW) = ({C}*{KH}*{KW}, {N}*{OH}*{OW})")
+print(f"im2col(x)    {cols.shape}   (C*KH*KW, OH*OW*N) = ({C}*{KH}*{KW}, {OH}*{OW}*{N})")
 
 # ---- 2. every filter as a row: W_mat @ cols computes all filters at all positions at once
 w_mat = w.reshape(OC, -1)
 print(f"W as rows    {w_mat.shape}   (OC, C*KH*KW)")
 y_mat = w_mat @ cols + b[:, None]
-print(f"W_mat @ cols {y_mat.shape}   (OC, N*OH*OW)")
-y = y_mat.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)
+print(f"W_mat @ cols {y_mat.shape}   (OC, OH*OW*N)")
+# the columns run over (output row, output column, image), so the batch axis comes last: move it first
+y = y_mat.reshape(OC, OH, OW, N).transpose(3, 0, 1, 2)
 print(f"y            {y.shape}   (N, OC, OH, OW)")
 
 
@@ -73,7 +74,7 @@ print(f"\nlargest difference, product vs loops: {np.abs(y - y_loops).max():.1e};
 # ---- 4. backward: with gy_mat the upstream gradient laid out like y_mat,
 #      gW = gy_mat @ cols^T  and  gx = col2im(W_mat^T @ gy_mat) (each column goes back to its patch)
 gy = rng.standard_normal((N, OC, OH, OW))
-gy_mat = gy.transpose(1, 0, 2, 3).reshape(OC, -1)
+gy_mat = gy.transpose(1, 2, 3, 0).reshape(OC, -1)   # (OC, OH*OW*N), the columns' order
 gw_by_hand = (gy_mat @ cols.T).reshape(w.shape)
 gx_by_hand = F.col2im(w_mat.T @ gy_mat, x.shape, KH, KW, (STRIDE, STRIDE), (PAD, PAD))
 xt = mt.tensor(x, requires_grad=True, device=args.device)

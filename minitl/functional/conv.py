@@ -1,9 +1,14 @@
 """Convolution and pooling on NCHW tensors, through im2col and one matrix product.
 
 im2col and col2im are plain array functions (no autograd), written once for
-NumPy and CuPy with slices and slice-adds. Columns are laid out (C*kh*kw, N*oh*ow)
-so a convolution is a single large product W_mat @ col, and the channel axis
-goes first internally ((C, N, H, W)) so each slice copy is a simple strided block.
+NumPy and CuPy with slices and slice-adds. Columns are laid out
+(C*kh*kw, oh*ow*N), so a convolution is one large product W_mat @ col.
+
+Memory layout: tensors are (N, C, H, W) to the user, as in PyTorch, but the
+arrays conv2d makes are stored (C, H, W, N), batch innermost (`to_nchw` gives the
+user's view, `to_chwn` takes it back, free of copies). Then every slice that
+im2col copies or col2im adds is made of long contiguous runs (a row of pixels
+times the whole batch), and the transposes around the matrix products cost nothing.
 """
 
 from minitl import backend
@@ -21,29 +26,39 @@ def output_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-def channel_major_zeros(shape, dtype, xp):
-    """Zeros of logical shape (N, C, H, W) stored as (C, N, H, W), the layout conv2d's output
-    already has: then the transposes around conv2d's matrix products cost no copy."""
+def to_chwn(x):
+    """The (C, H, W, N) view of an (N, C, H, W) array."""
+    return x.transpose(1, 2, 3, 0)
+
+
+def to_nchw(a):
+    """The (N, C, H, W) view of a (C, H, W, N) array."""
+    return a.transpose(3, 0, 1, 2)
+
+
+def zeros_nchw(shape, dtype, xp):
+    """Zeros of shape (N, C, H, W), stored (C, H, W, N) like everything conv2d makes."""
     n, c, h, w = shape
-    return xp.zeros((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
+    return to_nchw(xp.zeros((c, h, w, n), dtype=dtype))
 
 
 def im2col(x, kh, kw, stride, padding):
-    """(n, c, h, w) -> (c*kh*kw, n*oh*ow): column j holds the patch under output pixel j."""
+    """(n, c, h, w) -> (c*kh*kw, oh*ow*n): column (oy, ox, i) holds the patch under output pixel
+    (oy, ox) of image i, one row per (channel, kernel row, kernel column)."""
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     if ph or pw:
-        xpad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-        xpad[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
+        xpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+        xpad[:, ph:ph + h, pw:pw + w] = to_chwn(x)
     else:
-        xpad = x.transpose(1, 0, 2, 3)
-    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+        xpad = to_chwn(x)
+    col = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            col[:, i, j] = xpad[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-    return col.reshape(c * kh * kw, n * oh * ow)
+            col[:, i, j] = xpad[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+    return col.reshape(c * kh * kw, oh * ow * n)
 
 
 def col2im(col, x_shape, kh, kw, stride, padding):
@@ -52,12 +67,12 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     n, c, h, w = x_shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    col = col.reshape(c, kh, kw, n, oh, ow)
-    gpad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    col = col.reshape(c, kh, kw, oh, ow, n)
+    gpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            gpad[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += col[:, i, j]
-    return gpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+            gpad[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += col[:, i, j]
+    return to_nchw(gpad[:, ph:ph + h, pw:pw + w])
 
 
 class Conv2d(Function):
@@ -79,11 +94,11 @@ class Conv2d(Function):
         y = w_mat @ col
         if b:
             y += b[0][:, None]
-        return y.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
+        return to_nchw(y.reshape(oc, oh, ow, n))
 
     def backward(self, gy):
         oc, _, kh, kw = self.w_shape
-        gy_mat = gy.transpose(1, 0, 2, 3).reshape(oc, -1)
+        gy_mat = to_chwn(gy).reshape(oc, -1)  # no copy when gy is laid out like conv2d's output
         gx = gw = gb = None
         if self.needs_grad[0]:
             gx = col2im(self.w_mat.T @ gy_mat, self.x_shape, kh, kw, self.stride, self.padding)
@@ -157,7 +172,7 @@ class MaxPool2d(Function):
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
-        gx = channel_major_zeros(self.x_shape, self.dtype, xp)
+        gx = zeros_nchw(self.x_shape, self.dtype, xp)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
             if overlap:
@@ -186,7 +201,7 @@ class AvgPool2d(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         kh, kw = self.kernel
-        gx = channel_major_zeros(self.x_shape, gy.dtype, xp)
+        gx = zeros_nchw(self.x_shape, gy.dtype, xp)
         share = gy / (kh * kw)
         for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
             gx[:, :, r, c] += share
