@@ -47,13 +47,13 @@ TARGET_GLYPHS = ("ell", "ex", "arc", "parallel", "eight")
 IMAGE_SIZE = 16
 
 
-def render(segments, size=IMAGE_SIZE):
-    """Draw segments (array (n, k, 2, 2) in [-1, 1] coordinates, with widths (n, k)) as (n, size, size) images.
+def render(points, widths, size=IMAGE_SIZE):
+    """Draw n images of k segments each: points (n, k, 2, 2) are segment ends in [-1, 1]
+    coordinates, widths (n, k) stroke widths; returns (n, size, size) images.
 
     Each pixel's brightness falls off with its distance to the nearest segment;
     the edge is one pixel wide, so strokes are anti-aliased.
     """
-    points, widths = segments
     centers = (np.arange(size) + 0.5) / size * 2 - 1
     py, px = np.meshgrid(centers, centers, indexing="ij")          # (size, size)
     pixel = 2.0 / size
@@ -101,7 +101,7 @@ def _random_glyphs(names, labels, rng, hard):
 def generate_glyphs(names, per_class, rng, hard=False):
     """(x float32 (n, 1, 16, 16) in [0, 1], y int64 (n,)), classes balanced and shuffled."""
     labels = rng.permutation(np.repeat(np.arange(len(names)), per_class))
-    images = render(_random_glyphs(names, labels, rng, hard))
+    images = render(*_random_glyphs(names, labels, rng, hard))
     images += rng.normal(0, 0.3 if hard else 0.15, images.shape)
     x = np.clip(images, 0, 1).astype(np.float32)[:, None]
     return x, labels.astype(np.int64)
