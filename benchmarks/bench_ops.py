@@ -8,44 +8,15 @@ noisy), printed next to its target. Peers run in processes of their own
 """
 
 import argparse
-import json
 import resource
-import subprocess
-import sys
 import tracemalloc
 
 import minitl as mt
 import minitl.functional as F
-from benchmarks.common import device_sync, lenet_step, timeit, write_results
+from benchmarks.common import device_sync, lenet_step, matmul_gflops, run_peer, timeit, verdict, write_results
 from minitl import backend
 
 CONV_SHAPES = [(1, 16, 28), (16, 32, 14), (32, 64, 7), (3, 32, 32), (64, 64, 16)]  # (Cin, Cout, H=W), 3x3, pad 1
-
-
-def run_peer(peer, task, tries=2, **args):
-    """A peer's JSON answer, or None when it is not installed or fails. It runs `tries` times and
-    each time keeps its best, so machine noise never makes a peer look slower than it is."""
-    best = None
-    for _ in range(tries):
-        done = subprocess.run([sys.executable, "-m", "benchmarks.peers", peer, task, json.dumps(args)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            why = "not installed" if done.returncode == 3 else done.stderr.strip().splitlines()[-1:]
-            print(f"  ({peer} skipped: {why})")
-            return None
-        result = json.loads(done.stdout)
-        if best is not None:
-            result["seconds"] = [min(a, b) for a, b in zip(best["seconds"], result["seconds"])]
-        best = result
-    return best
-
-
-def matmul_gflops(device, repeat):
-    """The device's float32 matrix-product rate: the ceiling every conv figure is compared with."""
-    xp = backend.get_array_module(device)
-    a = backend.to_device(backend.host_rng(0).random((1024, 1024), dtype="float32"), device)
-    t, _ = timeit(lambda: a @ a, device_sync(device), repeat=repeat)
-    return 2 * 1024 ** 3 / t / 1e9, xp
 
 
 def conv_case(n, cin, cout, size, device, repeat):
@@ -102,13 +73,6 @@ def rss_growth(step, steps=100):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
 
 
-def verdict(value, target, higher_is_better=True):
-    if value is None:
-        return "n/a"
-    ok = value >= target if higher_is_better else value <= target
-    return "met" if ok else "NOT met"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -118,7 +82,7 @@ def main():
     batches = [64] if args.quick else [64, 256]
     results = {"device": device, "conv": [], "step": {}}
 
-    gflops, _ = matmul_gflops(device, repeat)
+    gflops = matmul_gflops(device, 1024, repeat)
     print(f"float32 matmul (1024^3) on {device}: {gflops:.1f} GFLOP/s\n")
     results["matmul_gflops"] = gflops
 

@@ -15,8 +15,7 @@ import argparse
 
 import minitl as mt
 import minitl.functional as F
-from benchmarks.bench_ops import run_peer, verdict
-from benchmarks.common import device_sync, lenet_step, timeit, write_results
+from benchmarks.common import device_sync, lenet_step, matmul_gflops, run_peer, timeit, verdict, write_results
 from minitl import backend
 from minitl.autograd import _graph_order
 
@@ -26,13 +25,9 @@ CONV_SHAPES = [(16, 32, 14), (32, 64, 7), (64, 64, 16)]  # Cin >= 16: where the 
 
 def limits(device, repeat):
     """(float32 matmul GFLOP/s, copy GB/s) of this device, now."""
-    n = 2048 if device == "cpu" else 8192
-    host = backend.host_rng(0)
-    a = backend.to_device(host.random((n, n), dtype="float32"), device)
-    t_mm, _ = timeit(lambda: a @ a, device_sync(device), repeat=repeat)
-    big = backend.to_device(host.random(32 * 2**20, dtype="float32"), device)  # 128 MiB
+    big = backend.to_device(backend.host_rng(0).random(32 * 2**20, dtype="float32"), device)  # 128 MiB
     t_copy, _ = timeit(lambda: big.copy(), device_sync(device), repeat=repeat)
-    return 2 * n ** 3 / t_mm / 1e9, 2 * big.nbytes / t_copy / 1e9
+    return matmul_gflops(device, 2048 if device == "cpu" else 8192, repeat), 2 * big.nbytes / t_copy / 1e9
 
 
 def op_cases(n, device):

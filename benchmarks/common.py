@@ -4,6 +4,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 # No minitl import at module level: peer processes (PyTorch, DeZero) use timeit too, and
@@ -97,3 +99,36 @@ def lenet_step(n, device, mode):
         raise ValueError(f"unknown mode {mode!r}")
     opt = mt.optim.SGD(params, lr=0.01)
     return lambda: transfer.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
+
+
+def matmul_gflops(device, n, repeat):
+    """The device's float32 matrix-product rate on (n, n) @ (n, n): the ceiling for every product."""
+    from minitl import backend
+    a = backend.to_device(backend.host_rng(0).random((n, n), dtype="float32"), device)
+    t, _ = timeit(lambda: a @ a, device_sync(device), repeat=repeat)
+    return 2 * n ** 3 / t / 1e9
+
+
+def run_peer(peer, task, tries=2, **args):
+    """A peer's JSON answer, or None when it is not installed or fails. It runs `tries` times and
+    each time keeps its best, so machine noise never makes a peer look slower than it is."""
+    best = None
+    for _ in range(tries):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.peers", peer, task, json.dumps(args)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            why = "not installed" if done.returncode == 3 else done.stderr.strip().splitlines()[-1:]
+            print(f"  ({peer} skipped: {why})")
+            return None
+        result = json.loads(done.stdout)
+        if best is not None:
+            result["seconds"] = [min(a, b) for a, b in zip(best["seconds"], result["seconds"])]
+        best = result
+    return best
+
+
+def verdict(value, target, higher_is_better=True):
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "NOT met"

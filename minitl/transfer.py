@@ -166,9 +166,9 @@ def source_model(data, device=None, seed=0, folder=None, log=print):
     """The source model for `data`: loaded from the cache folder when a file for exactly this
     data, architecture and training recipe is there; trained and saved otherwise (seconds)."""
     path = source_model_path(data, seed, folder)
-    model = model_for(data, device)
     if os.path.exists(path):
         try:
+            model = model_for(data, device)
             model.load_state_dict(load(path))
             return model
         except ValueError as e:
