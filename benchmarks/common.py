@@ -78,7 +78,7 @@ def lenet_step(n, device, mode):
     """
     import minitl as mt
     import minitl.functional as F
-    from minitl import backend, nn, transfer
+    from minitl import backend, nn, training
     mt.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()).to(device)
@@ -98,7 +98,7 @@ def lenet_step(n, device, mode):
     else:
         raise ValueError(f"unknown mode {mode!r}")
     opt = mt.optim.SGD(params, lr=0.01)
-    return lambda: transfer.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
+    return lambda: training.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
 
 
 def matmul_gflops(device, n, repeat):

@@ -16,7 +16,7 @@ import time
 
 import minitl as mt
 import minitl.functional as F
-from minitl import data, transfer
+from minitl import data, training, transfer
 from minitl.report import lesson_arguments, out_path, pyplot, save_plot, table
 
 args = lesson_arguments(__doc__)
@@ -57,7 +57,7 @@ for step in range(1, STEPS + 1):
     opt.step()
     losses.append(loss.item())
     if step % EVAL_EVERY == 0 or step == STEPS:
-        acc = transfer.accuracy(model, glyphs.source_test, args.device)
+        acc = training.accuracy(model, glyphs.source_test, args.device)
         checkpoints.append([step, sum(losses[-EVAL_EVERY:]) / len(losses[-EVAL_EVERY:]), acc,
                             f"{time.perf_counter() - start:.1f}"])
         print(f"step {step:4d}  loss {checkpoints[-1][1]:.3f}  source test accuracy {acc:.3f}")

@@ -18,7 +18,7 @@ import tracemalloc
 
 import minitl as mt
 import minitl.functional as F
-from minitl import data, transfer
+from minitl import data, training, transfer
 from minitl.report import lesson_arguments, table
 
 args = lesson_arguments(__doc__)
@@ -59,7 +59,7 @@ while step < STEPS:
         if step == STEPS:
             break
 train_seconds = time.perf_counter() - start
-acc = transfer.accuracy(model, glyphs.target_test, args.device)
+acc = training.accuracy(model, glyphs.target_test, args.device)
 print(f"target test accuracy after {STEPS} steps on {len(train)} examples: {acc:.3f}")
 
 # ---- 4. the freeze contract: frozen parameters did not move by a single bit

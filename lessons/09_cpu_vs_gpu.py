@@ -19,7 +19,7 @@ import time
 
 import minitl as mt
 import minitl.functional as F
-from minitl import backend, data, transfer
+from minitl import backend, data, training, transfer
 from minitl.report import lesson_arguments, table
 
 args = lesson_arguments(__doc__)
@@ -44,7 +44,7 @@ def make_step(device, batch):
     opt = mt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = mt.tensor(glyphs.source_train.x[:batch], device=device)
     y = backend.to_device(glyphs.source_train.y[:batch], device)
-    return lambda: transfer.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
+    return lambda: training.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
 
 
 # ---- 3. timing: warm up, then synchronise before every clock read, and take the median

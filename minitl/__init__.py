@@ -1,7 +1,7 @@
 """minitl: a small deep-learning engine on NumPy and CuPy, written to be read,
 that teaches transfer learning end to end. The API follows PyTorch's names."""
 
-from minitl import data, functional, nn, optim, transfer
+from minitl import data, functional, nn, optim, training, transfer
 from minitl.autograd import Function, Tensor, is_grad_enabled, manual_seed, no_grad, tensor
 from minitl.backend import float32, float64, int64
 from minitl.gradcheck import GradcheckError, gradcheck
@@ -11,4 +11,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "is_grad_enabled", "manual_seed", "gradcheck",
            "GradcheckError", "save", "load", "float32", "float64", "int64",
-           "functional", "nn", "optim", "data", "transfer"]
+           "functional", "nn", "optim", "data", "training", "transfer"]

@@ -40,18 +40,21 @@ def manual_seed(seed):
 # ---------------------------------------------------------------- Tensor
 
 def _as_array(data, dtype=None, device=None):
-    """Turn user data into a raw array: Python numbers and lists become float32."""
+    """Turn user data into a raw array: Python numbers and lists become float32.
+
+    An array keeps its device unless a device is named; Python data goes to the
+    default device (MINITL_DEVICE, else "cpu").
+    """
     if isinstance(data, Tensor):
         data = data.data
     if backend.is_array(data):
         xp = backend.get_array_module(data)
         array = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        device = backend.device_of(array) if device is None else device
     else:
         if isinstance(data, str) or data is None:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
         array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
-    if device is None:  # data already on the GPU stays there; host data goes to the default device
-        device = "cuda" if backend.device_of(array) == "cuda" else backend.default_device()
     return backend.to_device(array, device)
 
 
@@ -282,22 +285,29 @@ def unbroadcast(g, shape):
 # ---------------------------------------------------------------- operands
 
 def _lift(x, like):
-    """A non-tensor operand as a tensor: scalars take the dtype of the tensor beside them."""
+    """A non-tensor operand as a tensor.
+
+    Numbers, NumPy scalars and 0-d arrays follow the scalar rule on every device: they take
+    the dtype of the tensor beside them (float32 next to an integer tensor, if they are
+    floats). A host number stays a NumPy scalar, which every array library takes as an
+    operand as it is: no copy to the GPU. A 0-d GPU array (a CuPy reduction's result)
+    stays on the GPU: reading it would stall the device.
+    """
     if isinstance(x, Tensor):
         return x
-    if backend.is_scalar(x):
-        x = x.item() if hasattr(x, "item") else x  # a NumPy scalar counts as the Python number it holds
-        if backend.is_float(like.dtype) or not isinstance(x, float):
-            dtype = like.dtype
-        else:
-            dtype = backend.float32
-        return Tensor._make(backend.get_array_module(like.data).asarray(x, dtype=dtype))
+    if backend.is_scalar(x) or (backend.is_array(x) and x.ndim == 0):
+        kind = backend.as_dtype(x.dtype if hasattr(x, "dtype") else type(x)).kind
+        dtype = like.dtype if backend.is_float(like.dtype) or kind != "f" else backend.float32
+        if backend.device_of(x) == "cuda":
+            return Tensor._make(x.astype(dtype, copy=False))
+        return Tensor._make(dtype.type(x[()] if hasattr(x, "ndim") else x))
     return Tensor(x, device=like.device) if not backend.is_array(x) else Tensor._make(x)
 
 
 def check_compatible(op, *tensors):
-    """All tensors on one device, and all float ones of one dtype, or a clear error."""
-    devices = {t.device for t in tensors}
+    """All tensors on one device, and all float ones of one dtype, or a clear error.
+    A NumPy scalar (a lifted Python number) goes with any device."""
+    devices = {t.device for t in tensors if not backend.is_scalar(t.data)}
     if len(devices) > 1:
         raise ValueError(f"{op}: tensors are on different devices ({' and '.join(sorted(devices))}); "
                          f"move them to one with .to(device)")
@@ -638,19 +648,42 @@ class GetItem(Function):
         return gx
 
 
+def _check_index_ranges(parts, shape):
+    """Every integer-array index in range for its axis, or an IndexError naming it.
+
+    NumPy raises for an out-of-range index array but CuPy wraps it around (index 7 of an
+    axis of 4 reads element 3), so minitl checks explicitly, the same way on every device.
+    Index arrays given as lists or NumPy arrays are checked on the host before they move;
+    an index array already on the GPU is read back once to be checked (a sync).
+    """
+    is_mask = lambda p: backend.is_array(p) and p.dtype.kind == "b"
+    used = builtins.sum(0 if p is None or p is Ellipsis else (p.ndim if is_mask(p) else 1) for p in parts)
+    axis = 0
+    for p in parts:
+        if p is Ellipsis:
+            axis += len(shape) - used
+            continue
+        if p is None:
+            continue
+        if backend.is_array(p) and backend.is_integer(p.dtype) and p.size and axis < len(shape):
+            n = shape[axis]
+            low, high = int(p.min()), int(p.max())
+            if low < -n or high >= n:
+                bad = low if low < -n else high
+                raise IndexError(f"index {bad} is out of range for axis {axis} of size {n} "
+                                 f"(a tensor of shape {tuple(shape)})")
+        axis += p.ndim if is_mask(p) else 1
+
+
 def getitem(x, index):
-    xp = backend.get_array_module(x.data)
-
-    def convert(p):
-        if isinstance(p, Tensor):
-            p = p.data
-        if isinstance(p, list) or backend.is_array(p):
-            return backend.to_device(xp.asarray(p) if isinstance(p, list) else p, x.device)
-        return p
-
-    index = tuple(convert(p) for p in index) if isinstance(index, tuple) else convert(index)
+    parts = index if isinstance(index, tuple) else (index,)
+    parts = [p.data if isinstance(p, Tensor) else p for p in parts]
+    parts = [backend.numpy_host.asarray(p) if isinstance(p, list) else p for p in parts]
+    _check_index_ranges(parts, x.shape)
+    parts = tuple(backend.to_device(p, x.device) if backend.is_array(p) and not backend.is_scalar(p) else p
+                  for p in parts)
     try:
-        return GetItem(index)(x)
+        return GetItem(parts if isinstance(index, tuple) else parts[0])(x)
     except IndexError as e:
         raise IndexError(f"indexing a tensor of shape {x.shape}: {e}") from None
 

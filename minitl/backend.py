@@ -15,10 +15,8 @@ import numpy
 
 try:  # CuPy is optional: the "gpu" extra
     import cupy
-    import cupyx
 except ImportError:  # pragma: no cover - depends on the machine
     cupy = None
-    cupyx = None
 
 def _reuse_freed_memory():
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
@@ -72,6 +70,17 @@ def cuda_status():
 def default_device():
     """The device named by MINITL_DEVICE, else "cpu"."""
     return check_device(os.environ.get("MINITL_DEVICE", "cpu"))
+
+
+def device_for(device, array=None):
+    """The device an operation should use: the one named, else where `array` already is,
+    else the default. `device=None` never moves data that is already on a device; only new
+    things made from host data go to MINITL_DEVICE."""
+    if device is not None:
+        return check_device(device)
+    if array is not None and device_of(array) == "cuda":
+        return "cuda"
+    return default_device()
 
 
 def check_device(device):
@@ -176,11 +185,29 @@ def randn(shape, dtype, device, rng=None):
 # ---------------------------------------------------------------- array helpers with no common spelling
 
 def scatter_add(a, index, values):
-    """a[index] += values, adding repeated indices (NumPy's add.at)."""
-    if get_array_module(a) is numpy:
-        numpy.add.at(a, index, values)
-    else:
-        cupyx.scatter_add(a, index, values)
+    """a[index] += values, adding repeated indices (`add.at`, spelled the same in NumPy and CuPy)."""
+    get_array_module(a).add.at(a, index, values)
+
+
+def sliding_window_view(x, window_shape, axis):
+    """A view of every window of x (no copy): NumPy's and CuPy's stride_tricks.sliding_window_view."""
+    return get_array_module(x).lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
+
+
+def fuse(fn):
+    """Run an elementwise function of arrays and numbers as one GPU kernel (`cupy.fuse`).
+
+    On the CPU it is the function itself, line by line. On the GPU every `+`, `*` or `**`
+    would otherwise launch a kernel of its own, and a small model's training step is bound
+    by how many kernels it launches, not by arithmetic. The function may update its array
+    arguments in place (`m += ...`) and use operators only (no xp calls: `v ** 0.5`).
+    """
+    fused = cupy.fuse(fn) if cupy is not None else None
+
+    @functools.wraps(fn)
+    def run(*args):
+        return fused(*args) if fused is not None and isinstance(args[0], cupy.ndarray) else fn(*args)
+    return run
 
 
 def blas_name():

@@ -10,6 +10,7 @@ Real data: scikit-learn's bundled handwritten digits (no download).
 
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass
 
 from minitl import backend
@@ -198,11 +199,12 @@ def load_dataset(name, seed=0):
 
 def k_shot(pool, k, seed=0):
     """k labelled examples of every class from the pool ("all": the whole pool), drawn with `seed`."""
-    if k == "all":
+    if isinstance(k, str) and k == "all":
         return pool
-    counts = np.bincount(pool.y)
-    if not isinstance(k, int) or k < 1:
+    if not _is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
+    k = int(k)
+    counts = np.bincount(pool.y)
     if k > counts.min():
         raise ValueError(f"k={k} is more than the {counts.min()} examples per class the pool has "
                          f"(use k <= {counts.min()} or 'all')")
@@ -214,18 +216,38 @@ def k_shot(pool, k, seed=0):
 
 # ---------------------------------------------------------------- loading batches
 
+def _is_int(value):
+    """A Python or NumPy integer, but not a bool (True is not a batch size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class DataLoader:
     """Batches of (x, y) tensors on a device. With shuffle, each epoch draws a new order
-    from a generator seeded once, so a seed fixes every epoch's order."""
+    from a generator seeded once, so a seed fixes every epoch's order.
+
+    `device=None` keeps arrays already on the GPU there and sends host arrays to the default
+    device. Labels are checked here, while they are still on the host: integer labels must
+    be >= 0 (a loss then checks them against its number of classes).
+    """
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None):
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        x = x if backend.is_array(x) else np.asarray(x)
+        y = y if backend.is_array(y) else np.asarray(y)
+        if x.ndim < 1 or y.ndim != 1:
+            raise ValueError(f"DataLoader: x needs a batch axis and y must be 1-D, got shapes {x.shape} and {y.shape}")
         if len(x) != len(y):
             raise ValueError(f"DataLoader: x has {len(x)} examples but y has {len(y)}")
-        if batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
-        device = backend.check_device(device)
+        if len(y) == 0:
+            raise ValueError("DataLoader: there are no examples (x and y are empty)")
+        if backend.is_integer(y.dtype) and int(y.min()) < 0:
+            i = int((y < 0).argmax())
+            raise ValueError(f"DataLoader: label {int(y[i])} at position {i} is negative; "
+                             f"labels are class indices 0, 1, ...")
+        device = backend.device_for(device, x)
         self.x, self.y = backend.to_device(x, device), backend.to_device(y, device)
-        self.batch_size, self.shuffle = batch_size, shuffle
+        self.batch_size, self.shuffle = int(batch_size), shuffle
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):

@@ -44,7 +44,16 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad and p.grad is not None:  # frozen: bit-identical, whatever the state
-                    self._update(p, p.grad, group, self.state.setdefault(id(p), {}))
+                    self._update(p, p.grad, group, self._state_of(p))
+
+    def _state_of(self, p):
+        """p's state, on p's device: after `model.to(device)` the next step moves the state
+        (momentum, Adam's moments) to where the parameter now is, once."""
+        state = self.state.setdefault(id(p), {})
+        for name, value in state.items():
+            if hasattr(value, "shape") and backend.device_of(value) != p.device:
+                state[name] = backend.to_device(value, p.device)
+        return state
 
     def state_dict(self):
         """Hyperparameters per group, and per-parameter state keyed by position (host arrays)."""
@@ -100,9 +109,21 @@ class SGD(Optimizer):
         p.data -= group["lr"] * g
 
 
+@backend.fuse
+def _adam_update(p, g, m, v, one_minus_b1, one_minus_b2, step_size, eps_hat):
+    """Adam's update of one parameter, in place: one fused kernel on the GPU (see backend.fuse)."""
+    m += one_minus_b1 * (g - m)          # m = b1 m + (1 - b1) g
+    v += one_minus_b2 * (g * g - v)      # v = b2 v + (1 - b2) g^2
+    p -= step_size * m / (v ** 0.5 + eps_hat)
+
+
 class Adam(Optimizer):
     """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps),
-    with g = grad + weight_decay * p (L2 penalty, as torch.optim.Adam)."""
+    with g = grad + weight_decay * p (L2 penalty, as torch.optim.Adam).
+
+    The update is written as p -= lr sqrt(c2)/c1 * m / (sqrt(v) + eps sqrt(c2)) with c1 = 1-b1^t,
+    c2 = 1-b2^t: the same number, with the bias corrections folded into two scalars.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
@@ -117,11 +138,7 @@ class Adam(Optimizer):
         if not state:
             state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
         state["step"] += 1
-        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        step_size = group["lr"] / (1 - b1 ** t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + group["eps"]
-        p.data -= step_size * (m / denom)
+        t = state["step"]
+        c1, c2 = 1 - b1 ** t, math.sqrt(1 - b2 ** t)
+        _adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], float(1 - b1), float(1 - b2),
+                     float(group["lr"] * c2 / c1), float(group["eps"] * c2))

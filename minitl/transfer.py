@@ -25,6 +25,7 @@ from minitl.autograd import Function, Tensor, manual_seed, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam
+from minitl.training import accuracy, device_for_model, evaluating, fit
 
 # ---------------------------------------------------------------- the model
 
@@ -80,35 +81,15 @@ def replace_head(model, num_classes, seed=0):
     return model
 
 
-# ---------------------------------------------------------------- evaluating and extracting
-
-def predict(model, x, batch_size=512):
-    """Logits for a whole array of inputs, in eval mode, without recording a graph."""
-    was_training = model.training
-    model.eval()
-    xp = backend.get_array_module(x)
-    with no_grad():
-        out = [model(Tensor._make(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return xp.concatenate(out)
-
-
-def accuracy(model, split, device=None, batch_size=512):
-    """Fraction of split's examples whose largest logit is the label."""
-    x, y = backend.to_device(split.x, backend.check_device(device)), split.y
-    return float((backend.to_host(predict(model, x, batch_size).argmax(axis=1)) == y).mean())
-
+# ---------------------------------------------------------------- extracting features
 
 def extract_features(backbone, loader):
     """(features, labels) of every batch of loader, under no_grad and eval mode (raw arrays)."""
-    was_training = backbone.training
-    backbone.eval()
     feats, labels = [], []
-    with no_grad():
+    with no_grad(), evaluating(backbone):
         for x, y in loader:
             feats.append(backbone(x).data)
             labels.append(y.data)
-    backbone.train(was_training)
     xp = backend.get_array_module(feats[0])
     return xp.concatenate(feats), xp.concatenate(labels)
 
@@ -151,7 +132,7 @@ def train_source(data, device=None, seed=0, steps=SOURCE_STEPS):
     opt = Adam(model.parameters(), lr=SOURCE_LR)
     loader = DataLoader(data.source_train.x, data.source_train.y, SOURCE_BATCH, shuffle=True, seed=seed,
                         device=device)
-    _fit(lambda x, y: F.cross_entropy(model(x), y), opt, loader, steps)
+    fit(lambda x, y: F.cross_entropy(model(x), y), opt, loader, steps)
     return model
 
 
@@ -201,7 +182,8 @@ class FeatureCache:
         return os.path.join(self.folder, f"features-{name}.npz")
 
     def features(self, backbone, split, name, layer="features", device=None, batch_size=512):
-        """backbone's features of split.x (a host float32 array), from disk when the manifest matches."""
+        """backbone's features of split.x (a host float32 array), from disk when the manifest matches.
+        The backbone runs where it is, unless `device` names another device."""
         manifest = {"weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint()}
         path, why = self.path(name), None
         if os.path.exists(path):
@@ -220,7 +202,7 @@ class FeatureCache:
                     return feats
                 why = "it was made for other " + " and ".join({"weights": "backbone weights", "layer": "layer",
                                                                "data": "data"}[k] for k in diff)
-        loader = DataLoader(split.x, split.y, batch_size, device=backend.check_device(device))
+        loader = DataLoader(split.x, split.y, batch_size, device=device_for_model(backbone, device))
         feats = backend.to_host(extract_features(backbone, loader)[0])
         manifest.update(dtype=str(feats.dtype), shape=list(feats.shape))
         save({"features": feats, "manifest": backend.numpy_host.frombuffer(json.dumps(manifest).encode(), "uint8")},
@@ -299,29 +281,6 @@ class Budget:
     backbone_lr_scale: float = 0.1  # fine-tuning: the backbone moves 10x slower than the head
 
 
-def train_step(loss_fn, optimizer, x, y):
-    """One step: loss, zero_grad, backward, optimizer step; returns the loss tensor."""
-    loss = loss_fn(x, y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-def _fit(loss_fn, optimizer, loader, steps):
-    """`steps` optimizer steps over loader's batches (as many epochs as it takes); the losses."""
-    losses, batches = [], iter(loader)
-    for _ in range(steps):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        loss = train_step(loss_fn, optimizer, x, y)
-        losses.append(loss.data)  # kept on the device; converted once at the end (no per-step sync)
-    return [float(v) for v in losses]
-
-
 def _loader(x, y, budget, seed, device):
     return DataLoader(x, y, min(budget.batch_size, len(y)), shuffle=True, seed=seed, device=device)
 
@@ -341,7 +300,7 @@ def train_scratch(data, train, budget=Budget(), seed=0, device=None):
     c, h, _ = data.image_shape
     model = TransferCNN(num_classes, in_channels=c, image_size=h, device=device)
     opt = Adam(model.parameters(), lr=budget.lr)
-    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
+    losses = fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
                   budget.steps)
     return Result("scratch", accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
@@ -353,7 +312,7 @@ def linear_probe(source, data, train, budget=Budget(), seed=0, device=None):
     _check_labels(train, len(data.target_classes))
     freeze(model.features).eval()
     opt = Adam(model.head.parameters(), lr=budget.head_lr)
-    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
+    losses = fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
                   budget.steps)
     return Result("linear_probe", accuracy(model, data.target_test, device), losses, time.perf_counter() - start,
                   model)
@@ -375,7 +334,7 @@ def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None
                                 device=device)
     head = new_head(source.head.in_features, num_classes, seed, device)
     opt = Adam(head.parameters(), lr=budget.head_lr)
-    losses = _fit(lambda f, y: F.cross_entropy(head(f), y), opt, _loader(feats, train.y, budget, seed, device),
+    losses = fit(lambda f, y: F.cross_entropy(head(f), y), opt, _loader(feats, train.y, budget, seed, device),
                   budget.steps)
     acc = accuracy(head, Split(test_feats, data.target_test.y), device)
     model = copy.deepcopy(source)
@@ -419,7 +378,7 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     else:
         def loss_fn(x, y):
             return F.cross_entropy(model(x), y)
-    losses = _fit(loss_fn, opt, _loader(train.x, train.y, budget, seed, device), budget.steps)
+    losses = fit(loss_fn, opt, _loader(train.x, train.y, budget, seed, device), budget.steps)
     method = "fine_tune" if regularizer is None else f"fine_tune+{regularizer}"
     return Result(method, accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
@@ -442,8 +401,7 @@ def run_method(method, source, data, train, cache, budget=Budget(), seed=0, devi
     raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
 
 
-__all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "predict", "accuracy",
-           "extract_features", "weights_hash", "cache_dir", "train_source", "source_model_path",
-           "source_model", "FeatureCache",
+__all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "extract_features",
+           "weights_hash", "cache_dir", "train_source", "source_model_path", "source_model", "FeatureCache",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
-           "proxy_train", "fine_tune", "run_method", "train_step", "METHODS", "REGULARIZERS"]
+           "proxy_train", "fine_tune", "run_method", "METHODS", "REGULARIZERS"]

@@ -1,9 +1,22 @@
 import os
+import pathlib
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minitl import backend
+# MINITL_CUPY_STANDIN=1: the CuPy stand-in (tests/cupy_standin) answers `import cupy`, so every "cuda"
+# case runs on a machine without a GPU. It must come first on the path before minitl.backend is imported;
+# PYTHONPATH carries it to the subprocesses the tests start (lessons, the CLI).
+STANDIN = os.environ.get("MINITL_CUPY_STANDIN") == "1"
+if STANDIN:
+    if "minitl.backend" in sys.modules:
+        raise RuntimeError("MINITL_CUPY_STANDIN=1 came too late: minitl.backend was imported before conftest.py")
+    folder = str(pathlib.Path(__file__).parent / "cupy_standin")
+    sys.path.insert(0, folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+
+from minitl import backend  # noqa: E402  (after the stand-in is on the path)
 
 # CI: derandomised and untimed (the machine is shared and noisy); locally: a few more examples.
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=20,

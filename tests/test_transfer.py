@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minitl as mt
-from minitl import data, transfer
+from minitl import data, training, transfer
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_source_model_is_loaded_from_the_cache_the_second_time(setup):
     assert said == []  # nothing trained, nothing to say
     for k, v in source.state_dict().items():
         assert np.array_equal(v, again.state_dict()[k])
-    assert transfer.accuracy(source, d.source_test) > 0.8
+    assert training.accuracy(source, d.source_test) > 0.8
 
 
 def test_a_corrupt_source_file_is_retrained(setup, tmp_path):

@@ -42,6 +42,17 @@ def zeros_nchw(shape, dtype, xp):
     return to_nchw(xp.zeros((c, h, w, n), dtype=dtype))
 
 
+def _pad_chwn(x, ph, pw):
+    """x (n, c, h, w) as a (c, h + 2ph, w + 2pw, n) array with a border of zeros (a view when no padding)."""
+    if not (ph or pw):
+        return to_chwn(x)
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    xpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+    xpad[:, ph:ph + h, pw:pw + w] = to_chwn(x)
+    return xpad
+
+
 def im2col(x, kh, kw, stride, padding):
     """(n, c, h, w) -> (c*kh*kw, oh*ow*n): column (oy, ox, i) holds the patch under output pixel
     (oy, ox) of image i, one row per (channel, kernel row, kernel column)."""
@@ -49,15 +60,10 @@ def im2col(x, kh, kw, stride, padding):
     n, c, h, w = x.shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    if ph or pw:
-        xpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
-        xpad[:, ph:ph + h, pw:pw + w] = to_chwn(x)
-    else:
-        xpad = to_chwn(x)
-    col = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            col[:, i, j] = xpad[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+    # Every kh x kw window of the padded image, as a view: (c, h', w', n, kh, kw), no copy yet.
+    windows = backend.sliding_window_view(_pad_chwn(x, ph, pw), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    # One copy puts them in column order (one kernel on a GPU, not one per kernel offset).
+    col = xp.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3))  # (c, kh, kw, oh, ow, n)
     return col.reshape(c * kh * kw, oh * ow * n)
 
 
@@ -71,7 +77,9 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     gpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            gpad[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += col[:, i, j]
+            # Windows overlap, so each offset adds its share (into a view: one op, no copy back).
+            target = gpad[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            target += col[:, i, j]
     return to_nchw(gpad[:, ph:ph + h, pw:pw + w])
 
 
@@ -166,7 +174,7 @@ class MaxPool2d(Function):
         self.index = xp.zeros_like(y, dtype=xp.int32)
         for k, (r, c) in enumerate(windows[1:], start=1):
             v = x[:, :, r, c]
-            xp.maximum(self.index, (v > y) * xp.int32(k), out=self.index)
+            self.index = xp.where(v > y, xp.int32(k), self.index)
             xp.maximum(y, v, out=y)
         return y
 
@@ -175,10 +183,11 @@ class MaxPool2d(Function):
         gx = zeros_nchw(self.x_shape, self.dtype, xp)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
+            target = gx[:, :, r, c]
             if overlap:
-                gx[:, :, r, c] += gy * (self.index == k)
-            else:  # windows do not overlap: each pixel is written once
-                gx[:, :, r, c] = gy * (self.index == k)
+                target += gy * (self.index == k)
+            else:  # windows do not overlap: each pixel is written once, straight into the view
+                xp.multiply(gy, self.index == k, out=target)
         return gx
 
 
@@ -204,7 +213,8 @@ class AvgPool2d(Function):
         gx = zeros_nchw(self.x_shape, gy.dtype, xp)
         share = gy / (kh * kw)
         for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
-            gx[:, :, r, c] += share
+            target = gx[:, :, r, c]
+            target += share
         return gx
 
 

@@ -3,11 +3,18 @@ next to a composed twin built from primitive ops (tests show the two agree)."""
 
 from minitl import backend
 from minitl.autograd import Function, Tensor, check_compatible
-from minitl.functional.activation import log_softmax, logsumexp
+from minitl.functional.activation import log_softmax
 
 
 def check_labels(logits, labels, op="cross_entropy"):
-    """Labels as a raw integer array on the logits' device, or a clear error naming what is wrong."""
+    """Labels as a raw integer array on the logits' device, or a clear error naming what is wrong.
+
+    Labels given on the host (a list, a NumPy array, a CPU tensor) are checked there, label by
+    label, before they move. Labels already on the GPU are not read back (that would stall
+    every training step): their range is checked on the device by the op itself, and an
+    out-of-range label makes the loss NaN. minitl's DataLoader and recipes check labels while
+    they are still on the host, so a training step never needs to.
+    """
     if logits.ndim != 2:
         raise ValueError(f"{op}: logits must be 2-D (N, C), got shape {logits.shape}")
     n, c = logits.shape
@@ -20,40 +27,53 @@ def check_labels(logits, labels, op="cross_entropy"):
     if labels.shape != (n,):
         raise ValueError(f"{op}: labels have shape {tuple(labels.shape)}, expected ({n},) "
                          f"to match logits {logits.shape}")
-    labels = backend.to_device(labels, logits.device)
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= c):
-        i = int(((labels < 0) | (labels >= c)).argmax())
-        raise ValueError(f"{op}: label {int(labels[i])} at position {i} is out of range for {c} classes "
-                         f"(labels must be in 0..{c - 1})")
-    return labels
+    if backend.device_of(labels) == "cpu":
+        bad = backend.numpy_host.flatnonzero((labels < 0) | (labels >= c))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{op}: label {int(labels[i])} at position {i} is out of range for {c} classes "
+                             f"(labels must be in 0..{c - 1})")
+    return backend.to_device(labels, logits.device)
+
+
+def _out_of_range(labels, c):
+    """A 0-d device array: True when some label is outside 0..c-1 (checked on the device, no sync)."""
+    return ((labels < 0) | (labels >= c)).any()
 
 
 class CrossEntropy(Function):
     """L = mean_i(logsumexp(z_i) - z_i[y_i]);  gz = (softmax(z) - onehot(y)) * gL / N"""
-    def __init__(self, labels):
-        self.labels = labels
+    def __init__(self, labels, checked):
+        self.labels, self.checked = labels, checked
 
     def forward(self, z):
         xp = backend.get_array_module(z)
         n = z.shape[0]
-        lse = logsumexp(z)
-        rows = xp.arange(n)
+        shifted = z - z.max(axis=1, keepdims=True)  # the largest logit of each row becomes 0: exp cannot overflow
+        e = xp.exp(shifted)
+        total = e.sum(axis=1, keepdims=True)
+        self.rows = xp.arange(n)
         if self.needs_grad[0]:
-            self.p = xp.exp(z - lse)  # softmax, reused by backward
-        return (lse[:, 0] - z[rows, self.labels]).sum() / n
+            self.p = e / total  # softmax, reused by backward
+        loss = (xp.log(total[:, 0]) - shifted[self.rows, self.labels]).sum() / n
+        if not self.checked:  # labels on the GPU: a bad one makes the loss NaN instead of a wrong number
+            loss = xp.where(_out_of_range(self.labels, z.shape[1]), xp.nan, loss)
+        return loss
 
     def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        n = self.p.shape[0]
-        gz = self.p.copy()
-        gz[xp.arange(n), self.labels] -= 1
-        gz *= gy / n
+        scale = gy / self.p.shape[0]
+        gz = self.p * scale
+        backend.scatter_add(gz, (self.rows, self.labels), -scale)  # minus the one-hot of the labels
         return gz
 
 
 def cross_entropy(logits, labels):
-    """Mean negative log-likelihood of the labels under softmax(logits); logits (N, C), labels (N,)."""
-    return CrossEntropy(check_labels(logits, labels))(logits)
+    """Mean negative log-likelihood of the labels under softmax(logits); logits (N, C), labels (N,).
+
+    See check_labels for where the labels are checked."""
+    on_host = backend.device_of(labels.data if isinstance(labels, Tensor) else labels) == "cpu" \
+        or not backend.is_array(labels.data if isinstance(labels, Tensor) else labels)
+    return CrossEntropy(check_labels(logits, labels), checked=on_host)(logits)
 
 
 def cross_entropy_composed(logits, labels):

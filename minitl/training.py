@@ -1,0 +1,91 @@
+"""The general training helpers every recipe and lesson shares: one step, the fit loop,
+predictions, accuracy, and where a model lives.
+
+A training step (forward, backward, optimizer step) never waits for the GPU: losses stay
+on the device while a loop runs and are read back once, at its end.
+"""
+
+import contextlib
+import math
+
+from minitl import backend
+from minitl.autograd import Tensor, no_grad
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training diverged (or the data holds NaN)."""
+
+
+def module_device(module):
+    """Where a module's parameters live ("cpu" or "cuda"); None for a module without any."""
+    for p in module.parameters():
+        return p.device
+    return None
+
+
+def device_for_model(model, device=None):
+    """`device` if one is named, else where the model is, else the default device."""
+    return backend.check_device(device if device is not None else module_device(model))
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Eval mode inside the block; afterwards every submodule gets back its own training flag
+    (a Dropout the caller had set to eval stays in eval)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def train_step(loss_fn, optimizer, x, y):
+    """One step: loss, zero_grad, backward, optimizer step; returns the loss tensor."""
+    loss = loss_fn(x, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def fit(loss_fn, optimizer, loader, steps):
+    """`steps` optimizer steps over loader's batches (as many epochs as it takes); the losses.
+
+    The losses stay on the device during the loop and are read back once at the end (on a
+    GPU a per-step read would stall every step). A NaN or infinite loss then raises
+    NonFiniteLoss naming the first step where it appeared.
+    """
+    losses, batches = [], iter(loader)
+    for _ in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        losses.append(train_step(loss_fn, optimizer, x, y).data)
+    losses = [float(v) for v in losses]
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise NonFiniteLoss(f"the loss became {losses[bad]} at step {bad + 1} of {steps} "
+                            f"(the last finite loss was {losses[bad - 1] if bad else 'none'}): training diverged; "
+                            f"try a smaller learning rate, and check the data for NaN")
+    return losses
+
+
+def predict(model, x, batch_size=512):
+    """Logits for a whole array of inputs (on the model's device), in eval mode, without a graph."""
+    if len(x) == 0:
+        raise ValueError("predict: there are no inputs (an empty array)")
+    xp = backend.get_array_module(x)
+    with no_grad(), evaluating(model):
+        out = [model(Tensor._make(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
+    return xp.concatenate(out)
+
+
+def accuracy(model, split, device=None, batch_size=512):
+    """Fraction of split's examples whose largest logit is the label; the data goes to `device`,
+    else to where the model is."""
+    x = backend.to_device(split.x, device_for_model(model, device))
+    return float((backend.to_host(predict(model, x, batch_size).argmax(axis=1)) == split.y).mean())
