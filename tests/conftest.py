@@ -42,3 +42,8 @@ def device(request):
 # device inside tests is the CPU whatever MINITL_DEVICE says. Lessons and the main command honour it.
 REQUESTED_DEVICE = os.environ.get("MINITL_DEVICE")
 os.environ["MINITL_DEVICE"] = "cpu"
+
+
+def host(a):
+    """A NumPy array of a tensor's data or of a raw array, wherever it lives (tests compare on the host)."""
+    return backend.to_host(a.data if hasattr(a, "data") and not backend.is_array(a) else a)

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import host
 from hypothesis import given
 from hypothesis import strategies as st
 
 import minitl as mt
 import minitl.functional as F
+from minitl import backend
 from minitl.functional.conv import col2im, im2col
 
 
@@ -40,56 +42,57 @@ conv_cases = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), 
 
 
 @given(conv_cases, st.booleans(), st.integers(0, 2**31))
-def test_conv2d_matches_the_naive_loop(case, bias, seed):
+def test_conv2d_matches_the_naive_loop(device, case, bias, seed):
     n, c, oc, kh, kw, stride, pad, h, w = case
     h, w = max(h, kh), max(w, kw)
     rng = np.random.default_rng(seed)
     x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((oc, c, kh, kw)), rng.standard_normal(oc)
-    y = F.conv2d(mt.tensor(x), mt.tensor(wt), mt.tensor(b) if bias else None, stride, pad)
+    on = lambda a: mt.tensor(a, device=device)
+    y = F.conv2d(on(x), on(wt), on(b) if bias else None, stride, pad)
     np.testing.assert_allclose(y.numpy(), naive_conv2d(x, wt, b if bias else None, (stride, stride), (pad, pad)),
                                rtol=1e-10, atol=1e-10)
 
 
 @given(conv_cases, st.integers(0, 2**31))
-def test_col2im_is_the_adjoint_of_im2col(case, seed):
+def test_col2im_is_the_adjoint_of_im2col(device, case, seed):
     """<im2col(x), c> == <x, col2im(c)> for every x and c: the backward of im2col is col2im."""
     n, c, _, kh, kw, stride, pad, h, w = case
     h, w = max(h, kh), max(w, kw)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
-    cols = im2col(x, kh, kw, (stride, stride), (pad, pad))
+    cols = host(im2col(backend.to_device(x, device), kh, kw, (stride, stride), (pad, pad)))
     other = rng.standard_normal(cols.shape)
-    back = col2im(other, x.shape, kh, kw, (stride, stride), (pad, pad))
+    back = host(col2im(backend.to_device(other, device), x.shape, kh, kw, (stride, stride), (pad, pad)))
     assert np.isclose((cols * other).sum(), (x * back).sum(), rtol=1e-10, atol=1e-10)
 
 
-def test_conv2d_takes_pairs_for_kernel_stride_and_padding():
+def test_conv2d_takes_pairs_for_kernel_stride_and_padding(device):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
-    y = F.conv2d(mt.tensor(x), mt.tensor(w), stride=(2, 1), padding=(1, 0))
+    y = F.conv2d(mt.tensor(x, device=device), mt.tensor(w, device=device), stride=(2, 1), padding=(1, 0))
     np.testing.assert_allclose(y.numpy(), naive_conv2d(x, w, None, (2, 1), (1, 0)), rtol=1e-10)
 
 
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**31))
-def test_pooling_matches_the_naive_loop(k0, k1, s0, s1, seed):
+def test_pooling_matches_the_naive_loop(device, k0, k1, s0, s1, seed):
     x = np.random.default_rng(seed).standard_normal((2, 3, 7, 6))
     for op, reduce in ((F.max_pool2d, np.max), (F.avg_pool2d, np.mean)):
-        y = op(mt.tensor(x), (k0, k1), (s0, s1))
+        y = op(mt.tensor(x, device=device), (k0, k1), (s0, s1))
         np.testing.assert_allclose(y.numpy(), naive_pool(x, (k0, k1), (s0, s1), reduce), rtol=1e-12, atol=1e-12)
 
 
-def test_max_pool_sends_the_gradient_to_the_first_maximum_of_a_tied_window():
-    x = mt.tensor(np.array([[[[1.0, 1.0], [1.0, 0.0]]]]), requires_grad=True)
+def test_max_pool_sends_the_gradient_to_the_first_maximum_of_a_tied_window(device):
+    x = mt.tensor(np.array([[[[1.0, 1.0], [1.0, 0.0]]]]), requires_grad=True, device=device)
     F.max_pool2d(x, 2).sum().backward()
-    np.testing.assert_array_equal(x.grad, [[[[1, 0], [0, 0]]]])
+    np.testing.assert_array_equal(host(x.grad), [[[[1, 0], [0, 0]]]])
 
 
-def test_conv_output_feeds_a_second_conv_and_its_gradients_are_right():
+def test_conv_output_feeds_a_second_conv_and_its_gradients_are_right(device):
     """conv2d returns a transposed view; a second conv, pooling and flatten must handle it."""
     rng = np.random.default_rng(1)
-    x = mt.tensor(rng.standard_normal((2, 2, 6, 6)), requires_grad=True)
-    w1 = mt.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-    w2 = mt.tensor(rng.standard_normal((2, 3, 3, 3)), requires_grad=True)
+    x = mt.tensor(rng.standard_normal((2, 2, 6, 6)), requires_grad=True, device=device)
+    w1 = mt.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True, device=device)
+    w2 = mt.tensor(rng.standard_normal((2, 3, 3, 3)), requires_grad=True, device=device)
     fn = lambda x, w1, w2: F.flatten(F.max_pool2d(F.conv2d(F.relu(F.conv2d(x, w1, padding=1)), w2), 2))
     assert mt.gradcheck(fn, [x, w1, w2])
 

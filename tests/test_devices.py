@@ -173,3 +173,24 @@ def test_a_bad_label_already_on_the_gpu_makes_the_loss_nan_not_a_wrong_number():
 def test_the_dataloader_checks_labels_on_the_host(device):
     with pytest.raises(ValueError, match="label -1 at position 1 is negative"):
         data.DataLoader(np.zeros((3, 2), dtype=np.float32), np.array([0, -1, 2]), 2, device=device)
+
+
+# ---------------------------------------------------------------- the tools that check the GPU path
+
+@pytest.mark.skipif(not STANDIN, reason="counted under the CuPy stand-in")
+def test_a_training_step_stays_within_150_array_ops_and_the_breakdown_adds_up():
+    from benchmarks.count_ops import count_step
+    counts = count_step(32)
+    assert counts["step"] <= 150, counts
+    assert counts["step"] == sum(counts["phases"].values())
+    assert sum(counts["forward"].values()) == counts["phases"]["forward"]
+    assert sum(counts["backward"].values()) == counts["phases"]["backward"]
+
+
+@pytest.mark.skipif(CUDA_OK and not STANDIN, reason="this machine has a GPU: the script would run in full")
+def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
+    import pathlib
+    import subprocess
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "FATAL" in done.stderr

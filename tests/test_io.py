@@ -6,15 +6,21 @@ import numpy as np
 import pytest
 
 import minitl as mt
+from minitl import backend
 
 
-def test_round_trip_keeps_names_shapes_and_dtypes(tmp_path):
-    sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2), "t": mt.tensor([1.0, 2.0])}
+def test_round_trip_keeps_names_shapes_and_dtypes(tmp_path, device):
+    sd = {"a.weight": backend.to_device(np.arange(6, dtype=np.float32).reshape(2, 3), device),
+          "b": backend.to_device(np.ones(2), device), "t": mt.tensor([1.0, 2.0], device=device)}
     mt.save(sd, tmp_path / "x.npz")
-    back = mt.load(tmp_path / "x.npz")
+    back = mt.load(tmp_path / "x.npz")  # always host arrays: a checkpoint does not remember a device
     assert list(back) == ["a.weight", "b", "t"]
     assert back["a.weight"].dtype == np.float32 and back["b"].dtype == np.float64
+    assert all(isinstance(v, np.ndarray) for v in back.values())
     np.testing.assert_array_equal(back["t"], [1.0, 2.0])
+    model = mt.nn.Linear(3, 2, device=device)
+    model.load_state_dict({"weight": back["a.weight"], "bias": back["b"].astype(np.float32)})
+    assert model.weight.device == device and model.weight.numpy()[1, 2] == 5
 
 
 def test_a_crash_mid_write_leaves_the_old_file(tmp_path, monkeypatch):

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import host
 
 import minitl as mt
 import minitl.functional as F
 import minitl.nn as nn
+from minitl import backend
 
 
 def small_cnn(dtype=None, device=None):
@@ -158,11 +160,11 @@ def test_a_conv_with_a_frozen_weight_computes_no_weight_gradient():
     lambda ps: mt.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
     lambda ps: mt.optim.Adam(ps, lr=0.01, weight_decay=0.01),
 ])
-def test_optimizers_leave_frozen_parameters_bit_identical(make_opt):
+def test_optimizers_leave_frozen_parameters_bit_identical(device, make_opt):
     mt.manual_seed(0)
-    model = small_cnn()
+    model = small_cnn(device=device)
     opt = make_opt(model.parameters())
-    x, y = batch()
+    x, y = batch(device=device)
     for step in range(4):
         if step == 2:  # freeze after the optimizer has built momentum / Adam state for it
             model[0].requires_grad_(False)
@@ -172,7 +174,7 @@ def test_optimizers_leave_frozen_parameters_bit_identical(make_opt):
         opt.step()
     for k, v in model.state_dict().items():
         if k.startswith("0."):
-            assert np.array_equal(v, frozen[k]), k
+            assert np.array_equal(host(v), host(frozen[k])), k
     assert "0.weight" in model.state_dict()  # still saved
 
 
@@ -186,53 +188,53 @@ def test_a_frozen_parameter_with_a_stale_gradient_is_not_updated():
 
 # ---------------------------------------------------------------- optimizers
 
-def test_sgd_momentum_follows_pytorchs_rule():
-    p = nn.Parameter(np.array([1.0, -2.0]))
+def test_sgd_momentum_follows_pytorchs_rule(device):
+    p = nn.Parameter(backend.to_device(np.array([1.0, -2.0]), device))
     opt = mt.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
-    buf, expected = None, p.data.copy()
+    buf, expected = None, p.numpy().copy()
     for g in (np.array([0.5, 1.0]), np.array([-0.2, 0.3])):
-        p.grad = g.copy()
+        p.grad = backend.to_device(g, device)
         opt.step()
         d = g + 0.01 * expected
         buf = d if buf is None else 0.9 * buf + d
         expected = expected - 0.1 * buf
-        np.testing.assert_allclose(p.data, expected, rtol=1e-14)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-14)
 
 
-def test_adam_follows_pytorchs_rule():
-    p = nn.Parameter(np.array([1.0, -2.0]))
+def test_adam_follows_pytorchs_rule(device):
+    p = nn.Parameter(backend.to_device(np.array([1.0, -2.0]), device))
     opt = mt.optim.Adam([p], lr=0.01, betas=(0.8, 0.9), eps=1e-6)
     m = v = 0
-    expected = p.data.copy()
+    expected = p.numpy().copy()
     for t, g in enumerate((np.array([0.5, 1.0]), np.array([-0.2, 0.3])), start=1):
-        p.grad = g.copy()
+        p.grad = backend.to_device(g, device)
         opt.step()
         m, v = 0.8 * m + 0.2 * g, 0.9 * v + 0.1 * g * g
         expected = expected - 0.01 / (1 - 0.8 ** t) * m / (np.sqrt(v) / np.sqrt(1 - 0.9 ** t) + 1e-6)
-        np.testing.assert_allclose(p.data, expected, rtol=1e-12)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-12)
 
 
-def test_parameter_groups_have_their_own_learning_rate():
-    a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
+def test_parameter_groups_have_their_own_learning_rate(device):
+    a, b = (nn.Parameter(backend.to_device(np.ones(2), device)) for _ in range(2))
     opt = mt.optim.SGD([{"params": [a], "lr": 0.01}, {"params": [b]}], lr=1.0)
-    a.grad, b.grad = np.ones(2), np.ones(2)
+    a.grad, b.grad = (backend.to_device(np.ones(2), device) for _ in range(2))
     opt.step()
-    np.testing.assert_allclose(a.data, 0.99)
-    np.testing.assert_allclose(b.data, 0.0)
+    np.testing.assert_allclose(a.numpy(), 0.99)
+    np.testing.assert_allclose(b.numpy(), 0.0)
 
 
-def test_optimizer_state_dict_round_trip():
+def test_optimizer_state_dict_round_trip(device):
     mt.manual_seed(0)
-    model = small_cnn()
+    model = small_cnn(device=device)
     opt = mt.optim.Adam(model.parameters(), lr=0.01)
-    x, y = batch()
+    x, y = batch(device=device)
     for _ in range(2):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
     saved_model, saved_opt = model.state_dict(), opt.state_dict()
     mt.manual_seed(5)
-    model2 = small_cnn()
+    model2 = small_cnn(device=device)
     model2.load_state_dict(saved_model)
     opt2 = mt.optim.Adam(model2.parameters(), lr=0.5)
     opt2.load_state_dict(saved_opt)
@@ -242,7 +244,7 @@ def test_optimizer_state_dict_round_trip():
         F.cross_entropy(m(x), y).backward()
         o.step()
     for k, v in model.state_dict().items():
-        assert np.array_equal(v, model2.state_dict()[k])
+        assert np.array_equal(host(v), host(model2.state_dict()[k]))
 
 
 def test_optimizer_bad_options():

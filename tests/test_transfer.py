@@ -1,14 +1,18 @@
 """minitl.transfer: freezing, the head, the source model cache, the feature cache, regularisers, recipes."""
 
+import copy
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import host
 
 import minitl as mt
-from minitl import data, training, transfer
+from minitl import backend, data, training, transfer
+
+_ON_DEVICE = {}
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +22,14 @@ def setup(tmp_path_factory):
                     target_test_per_class=40)
     source = transfer.source_model(d, folder=folder, log=lambda *a: None)
     return d, source, folder
+
+
+def on(source, device):
+    """The source model on a device (a copy, made once per device)."""
+    key = (id(source), device)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = copy.deepcopy(source).to(device)
+    return _ON_DEVICE[key]
 
 
 def quiet(*args):
@@ -58,19 +70,22 @@ def test_a_corrupt_source_file_is_retrained(setup, tmp_path):
     assert np.array_equal(model.head.weight.data, source.head.weight.data)  # same seed, same training
 
 
-def test_extract_features_runs_in_eval_mode_without_a_graph(setup):
+def test_extract_features_runs_in_eval_mode_without_a_graph(setup, device):
     d, source, _ = setup
+    source = on(source, device)
     source.train()
-    loader = data.DataLoader(d.target_test.x, d.target_test.y, 16)
+    loader = data.DataLoader(d.target_test.x, d.target_test.y, 16, device=device)
     feats, labels = transfer.extract_features(source.features, loader)
-    assert feats.shape == (200, 64) and np.array_equal(labels, d.target_test.y)
+    assert feats.shape == (200, 64) and np.array_equal(host(labels), d.target_test.y)
+    assert backend.device_of(feats) == device
     assert source.training  # the mode is restored
 
 
 # ---------------------------------------------------------------- FeatureCache
 
-def test_feature_cache_hit_does_not_run_the_backbone(setup, tmp_path, monkeypatch):
+def test_feature_cache_hit_does_not_run_the_backbone(setup, tmp_path, monkeypatch, device):
     d, source, _ = setup
+    source = on(source, device)
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
     first = cache.features(source.features, d.target_pool, "pool")
     assert cache.last == "created"
@@ -79,21 +94,22 @@ def test_feature_cache_hit_does_not_run_the_backbone(setup, tmp_path, monkeypatc
     assert cache.last == "hit" and np.array_equal(first, second)
 
 
-def test_feature_cache_recomputes_for_changed_weights(setup, tmp_path):
+def test_feature_cache_recomputes_for_changed_weights(setup, tmp_path, device):
     d, source, _ = setup
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
-    cache.features(source.features, d.target_pool, "pool")
-    changed = transfer.model_for(d)
+    cache.features(on(source, device).features, d.target_pool, "pool")
+    changed = transfer.model_for(d, device)
     changed.load_state_dict(source.state_dict())
     changed.features[0].weight.data[0, 0, 0, 0] += 1
     feats = cache.features(changed.features, d.target_pool, "pool")
     assert cache.last == "recomputed: it was made for other backbone weights"
-    assert np.allclose(feats, transfer.extract_features(changed.features, data.DataLoader(
-        d.target_pool.x, d.target_pool.y, 64))[0], atol=1e-6)
+    assert np.allclose(feats, host(transfer.extract_features(changed.features, data.DataLoader(
+        d.target_pool.x, d.target_pool.y, 64, device=device))[0]), atol=1e-6)
 
 
-def test_feature_cache_recomputes_for_changed_data(setup, tmp_path):
+def test_feature_cache_recomputes_for_changed_data(setup, tmp_path, device):
     d, source, _ = setup
+    source = on(source, device)
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
     cache.features(source.features, d.target_pool, "pool")
     other = data.Split(d.target_pool.x[::-1].copy(), d.target_pool.y[::-1].copy())
@@ -102,8 +118,9 @@ def test_feature_cache_recomputes_for_changed_data(setup, tmp_path):
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"garbage"])
-def test_feature_cache_recovers_from_a_corrupt_file(setup, tmp_path, damage):
+def test_feature_cache_recovers_from_a_corrupt_file(setup, tmp_path, damage, device):
     d, source, _ = setup
+    source = on(source, device)
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
     good = cache.features(source.features, d.target_pool, "pool")
     path = cache.path("pool")
@@ -115,11 +132,12 @@ def test_feature_cache_recovers_from_a_corrupt_file(setup, tmp_path, damage):
     assert cache.last.startswith("recomputed: the file is unreadable") and np.array_equal(good, again)
 
 
-def test_a_crash_mid_write_leaves_the_previous_cache(setup, tmp_path, monkeypatch):
+def test_a_crash_mid_write_leaves_the_previous_cache(setup, tmp_path, monkeypatch, device):
     d, source, _ = setup
+    source = on(source, device)
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
     good = cache.features(source.features, d.target_pool, "pool")
-    changed = transfer.model_for(d)  # different weights: a recompute, and a write
+    changed = transfer.model_for(d, device)  # different weights: a recompute, and a write
 
     def crash(file, arrays):
         file.write(b"PK half a zip")
@@ -177,31 +195,37 @@ def test_feature_mse_pulls_only_the_fine_tuned_features():
 
 # ---------------------------------------------------------------- recipes
 
-def test_proxy_training_ends_with_the_linear_probe_head(setup, tmp_path):
+def test_proxy_training_ends_with_the_linear_probe_head(setup, tmp_path, device):
     d, source, _ = setup
+    source = on(source, device)
     train = data.k_shot(d.target_pool, 5, seed=2)
     budget = transfer.Budget(steps=30)
-    probe = transfer.linear_probe(source, d, train, budget, seed=2)
-    proxy = transfer.proxy_train(source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget, seed=2)
-    np.testing.assert_allclose(probe.model.head.weight.data, proxy.model.head.weight.data, rtol=1e-4, atol=1e-5)
+    probe = transfer.linear_probe(source, d, train, budget, seed=2, device=device)
+    proxy = transfer.proxy_train(source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget, seed=2,
+                                 device=device)
+    np.testing.assert_allclose(probe.model.head.weight.numpy(), proxy.model.head.weight.numpy(), rtol=1e-4,
+                               atol=1e-5)
     np.testing.assert_allclose(probe.losses, proxy.losses, rtol=1e-4)
     assert abs(probe.accuracy - proxy.accuracy) <= 0.01
 
 
-def test_the_linear_probe_leaves_the_backbone_bit_identical(setup):
+def test_the_linear_probe_leaves_the_backbone_bit_identical(setup, device):
     d, source, _ = setup
+    source = on(source, device)
     before = source.state_dict()
-    result = transfer.linear_probe(source, d, data.k_shot(d.target_pool, 5), transfer.Budget(steps=10))
+    result = transfer.linear_probe(source, d, data.k_shot(d.target_pool, 5), transfer.Budget(steps=10),
+                                   device=device)
     for k, v in result.model.features.state_dict().items():
-        assert np.array_equal(v, before["features." + k])
-    assert not np.array_equal(result.model.head.weight.data[:5], before["head.weight"][:5])
+        assert np.array_equal(host(v), host(before["features." + k]))
+    assert not np.array_equal(host(result.model.head.weight)[:5], host(before["head.weight"])[:5])
 
 
 @pytest.mark.parametrize("method", transfer.METHODS)
-def test_every_method_runs_and_reports(setup, tmp_path, method):
+def test_every_method_runs_and_reports(setup, tmp_path, method, device):
     d, source, _ = setup
-    result = transfer.run_method(method, source, d, data.k_shot(d.target_pool, 3), transfer.FeatureCache(
-        str(tmp_path), log=quiet), transfer.Budget(steps=5))
+    result = transfer.run_method(method, on(source, device), d, data.k_shot(d.target_pool, 3), transfer.FeatureCache(
+        str(tmp_path), log=quiet), transfer.Budget(steps=5), device=device)
+    assert result.model.head.weight.device == device
     assert 0 <= result.accuracy <= 1 and len(result.losses) == 5 and result.seconds > 0
     assert all(np.isfinite(result.losses))
 

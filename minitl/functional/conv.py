@@ -174,7 +174,7 @@ class MaxPool2d(Function):
         self.index = xp.zeros_like(y, dtype=xp.int32)
         for k, (r, c) in enumerate(windows[1:], start=1):
             v = x[:, :, r, c]
-            self.index = xp.where(v > y, xp.int32(k), self.index)
+            xp.maximum(self.index, (v > y) * xp.int32(k), out=self.index)  # (xp.where: 4x slower on NumPy)
             xp.maximum(y, v, out=y)
         return y
 
