@@ -189,9 +189,11 @@ def scatter_add(a, index, values):
     get_array_module(a).add.at(a, index, values)
 
 
-def sliding_window_view(x, window_shape, axis):
-    """A view of every window of x (no copy): NumPy's and CuPy's stride_tricks.sliding_window_view."""
-    return get_array_module(x).lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
+def as_strided(x, shape, strides):
+    """A view of x's memory with the given shape and strides in bytes (no copy, no check: the
+    caller's strides must stay inside x). NumPy's and CuPy's stride_tricks.as_strided; CuPy's
+    sliding_window_view is not used because it reads its arguments back from the GPU."""
+    return get_array_module(x).lib.stride_tricks.as_strided(x, shape, strides)
 
 
 def fuse(fn):

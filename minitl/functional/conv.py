@@ -60,11 +60,12 @@ def im2col(x, kh, kw, stride, padding):
     n, c, h, w = x.shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    # Every kh x kw window of the padded image, as a view: (c, h', w', n, kh, kw), no copy yet.
-    windows = backend.sliding_window_view(_pad_chwn(x, ph, pw), (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
-    # One copy puts them in column order (one kernel on a GPU, not one per kernel offset).
-    col = xp.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3))  # (c, kh, kw, oh, ow, n)
-    return col.reshape(c * kh * kw, oh * ow * n)
+    xpad = _pad_chwn(x, ph, pw)  # (c, h + 2ph, w + 2pw, n)
+    s_c, s_h, s_w, s_n = xpad.strides
+    # Every window as a view, no copy yet: element (ch, i, j, oy, ox, b) is xpad[ch, oy*sh + i, ox*sw + j, b].
+    windows = backend.as_strided(xpad, (c, kh, kw, oh, ow, n), (s_c, s_h, s_w, sh * s_h, sw * s_w, s_n))
+    # One copy lays them out as columns (one kernel on a GPU, not one per kernel offset).
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
 
 
 def col2im(col, x_shape, kh, kw, stride, padding):

@@ -1,7 +1,7 @@
 """cupy.lib.stride_tricks for the stand-in: views, so they cost no op."""
 
 import numpy
-from cupy_standin import ndarray, wrap
+from cupy_standin import ndarray, sync, wrap
 
 
 def _check(x, name):
@@ -15,5 +15,8 @@ def as_strided(x, shape=None, strides=None):
 
 
 def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
+    """CuPy's copies window_shape to the GPU and compares it there with Python's `<`: a sync
+    (found on the first real GPU run)."""
+    sync("cupy.lib.stride_tricks.sliding_window_view() (it reads window_shape back from the GPU)")
     return wrap(numpy.lib.stride_tricks.sliding_window_view(_check(x, "sliding_window_view"), window_shape,
                                                             axis=axis, writeable=writeable))
