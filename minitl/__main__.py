@@ -5,14 +5,39 @@ import argparse
 import sys
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_main(argv):
+    from minitl import backend
+    from minitl.check import run_check
+    parser = argparse.ArgumentParser(prog="python -m minitl check", description="the install doctor: versions, "
+                                     "devices, and a gradient check of every op on every device")
+    parser.add_argument("--device", default=None, help="check only this device (cpu or cuda; default: every one found)")
+    args = parser.parse_args(argv)
+    try:
+        devices = None if args.device is None else [backend.check_device(args.device)]
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if run_check(devices=devices) else 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check"]:
-        from minitl.check import run_check
-        return 1 if run_check() else 0
+        return check_main(argv[1:])
 
     from minitl import data, transfer
-    from minitl.compare import DEFAULT_K, QUICK, parse_k, run_comparison
+    from minitl.compare import DEFAULT_K, QUICK, check_out_folder, parse_k, parse_methods, run_comparison
     parser = argparse.ArgumentParser(prog="python -m minitl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
@@ -20,17 +45,19 @@ def main(argv=None):
     parser.add_argument("--methods", default=",".join(transfer.METHODS), help="comma-separated method names")
     parser.add_argument("--k", default=None,
                         help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
-    parser.add_argument("--seeds", type=int, default=None, help="runs per cell (default 3)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per run (default 200)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run (default 200)")
     parser.add_argument("--quick", action="store_true", help="a reduced run for a first look and for CI")
     parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-k plot")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
-    try:
-        run_comparison(dataset=args.dataset, methods=tuple(m.strip() for m in args.methods.split(",")),
-                       ks=parse_k(args.k) if args.k else quick.get("k", DEFAULT_K),
-                       seeds=args.seeds or quick.get("seeds", 3), steps=args.steps or quick.get("steps", 200),
-                       device=args.device, out=args.out)
+    try:  # every option is checked here, before any training starts
+        ks = parse_k(args.k) if args.k is not None else quick.get("k", DEFAULT_K)
+        methods = parse_methods(args.methods)
+        if args.out is not None:
+            check_out_folder(args.out)
+        run_comparison(dataset=args.dataset, methods=methods, ks=ks, seeds=args.seeds or quick.get("seeds", 3),
+                       steps=args.steps or quick.get("steps", 200), device=args.device, out=args.out)
     except (ValueError, ImportError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ def _as_array(data, dtype=None, device=None):
 class Tensor:
     """An n-dimensional array that can record the ops applied to it."""
 
-    __slots__ = ("data", "grad", "_requires_grad", "_creator", "_retain_grad", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_creator", "_retain_grad", "_version", "__weakref__")
     __array_ufunc__ = None     # NumPy defers `array * tensor` to Tensor.__rmul__
     __array_priority__ = 1000  # and so does CuPy
 
@@ -71,6 +71,7 @@ class Tensor:
         self._creator = None
         self._retain_grad = False
         self._requires_grad = False
+        self._version = 0  # bumped by minitl's in-place updates (optimizer steps, loading a state dict)
         self.requires_grad = requires_grad
 
     @classmethod
@@ -78,6 +79,7 @@ class Tensor:
         """The fast path for op outputs: the array is already right."""
         t = object.__new__(Tensor)
         t.data, t.grad, t._creator, t._retain_grad, t._requires_grad = array, None, None, False, requires_grad
+        t._version = 0
         return t
 
     # ---- attributes
@@ -129,11 +131,29 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
         return self.data.item()
 
-    def to(self, device):
-        """This tensor on another device; gradients flow back across the move."""
-        if backend.check_device(device) == self.device:
-            return self
-        return ToDevice(device)(self)
+    def to(self, device_or_dtype):
+        """This tensor on another device ("cpu", "cuda") or as another dtype (mt.float32, "float64");
+        gradients flow back across the move or the cast, in the source's own dtype."""
+        if isinstance(device_or_dtype, str) and device_or_dtype in backend.DEVICES:
+            if backend.check_device(device_or_dtype) == self.device:
+                return self
+            return ToDevice(device_or_dtype)(self)
+        try:
+            dtype = backend.as_dtype(device_or_dtype)
+        except TypeError:
+            backend.check_device(device_or_dtype)  # raises: neither a device nor a dtype
+            raise
+        if dtype.kind not in "biuf":
+            raise TypeError(f"to: {dtype} is not a number type minitl computes with")
+        return self if dtype == self.dtype else Cast(dtype)(self)
+
+    def float(self):
+        """This tensor as float32 (gradients come back as the source's dtype)."""
+        return self.to(backend.float32)
+
+    def double(self):
+        """This tensor as float64 (gradients come back as the source's dtype)."""
+        return self.to(backend.float64)
 
     def retain_grad(self):
         """Keep `.grad` on this intermediate tensor after backward (leaves always keep it)."""
@@ -143,9 +163,18 @@ class Tensor:
         """Index of the largest value (no gradient): predictions from logits."""
         return Tensor._make(self.data.argmax(axis=axis))
 
+    def bump_version(self):
+        """Say that this tensor's data was changed in place (minitl's optimizers and
+        load_state_dict call it): a graph that saved the old values refuses to backward."""
+        self._version += 1
+
     # ---- autograd
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad."""
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
+
+        The graph is freed as backward goes (its saved arrays and links), unless
+        retain_graph=True: a second backward through it is an error, as in PyTorch.
+        """
         if not self._requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
                                "no input of the ops that made it requires grad, or grad mode was off")
@@ -159,7 +188,7 @@ class Tensor:
             grad = _as_array(grad, self.dtype, self.device)
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, expected {self.shape}")
-        _run_backward(self, grad)
+        _run_backward(self, grad, retain_graph)
 
     # ---- operators (the ops are defined below)
     def __add__(self, other): return add(self, other)
@@ -208,22 +237,64 @@ class Function:
     forward runs, `self.needs_grad[i]` says whether input i needs a gradient, so
     forward can skip saving what backward will not use, and backward computes
     only those gradients (returning None for the others).
+
+    `reads_inputs`: backward uses the values of the inputs (or views of them), so an
+    in-place change of an input between forward and backward would give a wrong
+    gradient; the inputs' versions are recorded and checked. Ops whose backward needs
+    only shapes, or arrays they made themselves, set it to False.
     """
 
+    reads_inputs = True
+    released = False  # set once backward has freed what this op saved
+
     def __call__(self, *inputs):
+        for i, t in enumerate(inputs):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{type(self).__name__}: input {i} is a {type(t).__name__}, not a Tensor; "
+                                f"wrap it with mt.tensor(...)")
         record = _grad_enabled and any(t._requires_grad for t in inputs)
         self.needs_grad = tuple(record and t._requires_grad for t in inputs)
         out = Tensor._make(self.forward(*(t.data for t in inputs)), record)
         if record:
             self.inputs = inputs
+            if self.reads_inputs:
+                self.versions = tuple(t._version for t in inputs)
             out._creator = self
         return out
+
+    def release(self):
+        """Free everything this op saved for backward (arrays, links to its inputs)."""
+        self.__dict__.clear()
+        self.released = True
+
+    def check_versions(self):
+        """A RuntimeError if an input this op reads was changed in place since the forward."""
+        if not self.reads_inputs:
+            return
+        for i, (t, seen) in enumerate(zip(self.inputs, self.versions)):
+            if t._version != seen:
+                raise RuntimeError(
+                    f"one of the tensors needed for gradient computation has been modified by an inplace "
+                    f"operation: input {i} of {type(self).__name__} (shape {t.shape}) is at version {t._version}; "
+                    f"expected version {seen}. Was there an optimizer step (or load_state_dict) between the "
+                    f"forward and this backward? Step after backward.")
 
     def forward(self, *xs):
         raise TypeError(f"{type(self).__name__} must define forward")
 
     def backward(self, gy):
         raise TypeError(f"{type(self).__name__} must define backward")
+
+
+def _inputs_of(t):
+    fn = t._creator
+    if fn is None:
+        return ()
+    if fn.released:
+        raise RuntimeError("Trying to backward through the graph a second time (or directly access saved tensors "
+                           "after they have already been freed): the first backward freed it. Specify "
+                           "retain_graph=True if you need to backward through the graph a second time.")
+    return fn.inputs
 
 
 def _graph_order(root):
@@ -233,13 +304,13 @@ def _graph_order(root):
     order, so the order is the same on every run.
     """
     order, seen = [], {id(root)}
-    stack = [(root, iter(root._creator.inputs if root._creator else ()))]
+    stack = [(root, iter(_inputs_of(root)))]
     while stack:
         t, pending = stack[-1]
         for parent in pending:
             if parent._requires_grad and id(parent) not in seen:
                 seen.add(id(parent))
-                stack.append((parent, iter(parent._creator.inputs if parent._creator else ())))
+                stack.append((parent, iter(_inputs_of(parent))))
                 break
         else:
             stack.pop()
@@ -247,9 +318,13 @@ def _graph_order(root):
     return order
 
 
-def _run_backward(root, grad):
+def _run_backward(root, grad, retain_graph=False):
+    order = _graph_order(root)
+    for t in order:  # every check before any gradient is touched
+        if t._creator is not None:
+            t._creator.check_versions()
     grads = {id(root): grad}
-    for t in reversed(_graph_order(root)):
+    for t in reversed(order):
         gy = grads.pop(id(t), None)
         if gy is None:
             continue
@@ -270,6 +345,8 @@ def _run_backward(root, grad):
                 continue
             # out of place: gx may be a view of gy, which belongs to someone else
             grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+        if not retain_graph:
+            fn.release()  # its saved arrays (im2col columns and all) are freed now, not at the next step
 
 
 def unbroadcast(g, shape):
@@ -304,9 +381,18 @@ def _lift(x, like):
     return Tensor(x, device=like.device) if not backend.is_array(x) else Tensor._make(x)
 
 
+def require_tensor(x, op, what="input"):
+    """x itself, or a TypeError that says how to make a Tensor of it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: the {what} is a {type(x).__name__}, not a Tensor; wrap it with mt.tensor(...)")
+    return x
+
+
 def check_compatible(op, *tensors):
     """All tensors on one device, and all float ones of one dtype, or a clear error.
     A NumPy scalar (a lifted Python number) goes with any device."""
+    for i, t in enumerate(tensors):
+        require_tensor(t, op, f"argument {i}")
     devices = {t.device for t in tensors if not backend.is_scalar(t.data)}
     if len(devices) > 1:
         raise ValueError(f"{op}: tensors are on different devices ({' and '.join(sorted(devices))}); "
@@ -314,7 +400,7 @@ def check_compatible(op, *tensors):
     floats = {t.data.dtype for t in tensors if t.data.dtype.kind == "f"}
     if len(floats) > 1:
         raise TypeError(f"{op}: tensors have different float dtypes ({' and '.join(sorted(map(str, floats)))}); "
-                        f"minitl never promotes silently, convert one explicitly")
+                        f"minitl never promotes silently: convert one with .float(), .double() or .to(dtype)")
 
 
 def _operands(a, b, op):
@@ -352,6 +438,7 @@ def _binary(fn_class, a, b, op):
 
 class Add(Function):
     """y = a + b;  ga = gy, gb = gy (summed over broadcast axes)"""
+    reads_inputs = False
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
         return a + b
@@ -368,6 +455,7 @@ def add(a, b):
 
 class Sub(Function):
     """y = a - b;  ga = gy, gb = -gy"""
+    reads_inputs = False
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
         return a - b
@@ -416,6 +504,7 @@ def div(a, b):
 
 class Neg(Function):
     """y = -x;  gx = -gy"""
+    reads_inputs = False
     def forward(self, x):
         return -x
 
@@ -448,6 +537,7 @@ def pow(x, c):
 
 class Exp(Function):
     """y = exp(x);  gx = gy * y"""
+    reads_inputs = False
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
         return self.y
@@ -518,6 +608,7 @@ def _keepdims_shape(shape, axes):
 
 class Sum(Function):
     """y = sum of x over axes;  gx = gy broadcast back to x's shape"""
+    reads_inputs = False
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
 
@@ -545,6 +636,7 @@ def mean(x, axis=None, keepdims=False):
 
 class Max(Function):
     """y = max of x over axes;  gx = gy at the first maximum, 0 elsewhere (PyTorch's max(dim))"""
+    reads_inputs = False
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
 
@@ -582,6 +674,7 @@ def max(x, axis=None, keepdims=False):
 
 class Reshape(Function):
     """y = x viewed with a new shape;  gx = gy reshaped back"""
+    reads_inputs = False
     def __init__(self, shape):
         self.shape = shape
 
@@ -606,6 +699,7 @@ def reshape(x, shape):
 
 class Transpose(Function):
     """y = x with its axes permuted;  gx = gy with the inverse permutation"""
+    reads_inputs = False
     def __init__(self, axes):
         self.axes = axes
 
@@ -618,9 +712,15 @@ class Transpose(Function):
 
 
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) % builtins.max(x.ndim, 1) for a in axes)
+    if axes is None:
+        axes = tuple(reversed(range(x.ndim)))
+    given = tuple(axes)
+    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in given):
+        raise ValueError(f"transpose: axes {given} are out of range for a tensor of shape {x.shape} "
+                         f"(each must be in {-x.ndim}..{x.ndim - 1})")
+    axes = tuple(a % x.ndim for a in given) if x.ndim else ()
     if sorted(axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: {axes} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}")
+        raise ValueError(f"transpose: {given} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}")
     return Transpose(axes)(x)
 
 
@@ -632,6 +732,7 @@ def _is_basic_index(index):
 
 class GetItem(Function):
     """y = x[index];  gx = zeros with gy added at index (repeated indices add up)"""
+    reads_inputs = False
     def __init__(self, index):
         self.index = index
 
@@ -688,8 +789,24 @@ def getitem(x, index):
         raise IndexError(f"indexing a tensor of shape {x.shape}: {e}") from None
 
 
+class Cast(Function):
+    """y = x as another dtype;  gx = gy cast back to x's dtype"""
+    reads_inputs = False
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.source)
+
+
 class ToDevice(Function):
     """y = x on another device;  gx = gy moved back"""
+    reads_inputs = False
     def __init__(self, device):
         self.device = device
 

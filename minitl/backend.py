@@ -8,8 +8,11 @@ piece of array code runs on both. Random numbers are always drawn on the host
 
 import ctypes
 import functools
+import io
 import os
 import sys
+import zipfile
+import zlib
 
 import numpy
 
@@ -231,12 +234,57 @@ def versions():
 
 # ---------------------------------------------------------------- files (host side)
 
-def save_npz(file, arrays):
-    """Write a dict of host arrays to an open binary file as an uncompressed .npz."""
-    numpy.savez(file, **arrays)
+_NPY_VERSIONS = {(1, 0): numpy.lib.format.read_array_header_1_0, (2, 0): numpy.lib.format.read_array_header_2_0}
 
 
-def load_npz(path):
-    """Read every array of an .npz into a dict; never unpickles."""
-    with numpy.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+def write_npz(file, arrays):
+    """Write name -> host array to an open binary file as an uncompressed .npz: one `name.npy`
+    member per array, written directly (any name is fine), never pickled."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, a in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                numpy.lib.format.write_array(member, numpy.asarray(a), allow_pickle=False)
+
+
+def read_npz(path):
+    """Every array of an .npz, each member read whole and checked: its CRC, its header, and its
+    length against the header's shape and dtype before anything is allocated. A damaged file
+    raises ValueError naming the member and what is wrong; nothing is unpickled."""
+    arrays = {}
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"not an .npz archive ({e})") from None
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not an array (.npy)")
+            try:
+                raw = archive.read(info)  # to its end: zipfile checks the member's CRC there
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+                raise ValueError(f"member {info.filename!r} is damaged ({e})") from None
+            arrays[info.filename[:-4]] = _parse_npy(raw, info.filename)
+    return arrays
+
+
+def _parse_npy(raw, name):
+    """One .npy member's bytes as an array, or a ValueError saying what is wrong with them."""
+    f = io.BytesIO(raw)
+    try:
+        version = numpy.lib.format.read_magic(f)
+        shape, fortran_order, dtype = _NPY_VERSIONS[version](f)
+    except KeyError:
+        raise ValueError(f"member {name!r}: unsupported .npy version {version}") from None
+    except Exception as e:  # a damaged header fails in many ways (a bad literal, a bad dtype, ...)
+        raise ValueError(f"member {name!r} has a damaged header ({type(e).__name__}: {e})") from None
+    if dtype.hasobject or dtype.kind not in "biufc":
+        raise ValueError(f"member {name!r} holds {dtype} data: only numbers are read (nothing is unpickled)")
+    count = 1
+    for n in shape:
+        count *= n
+    expected, found = count * dtype.itemsize, len(raw) - f.tell()
+    if expected != found:
+        raise ValueError(f"member {name!r}: its header says {dtype} of shape {shape} ({expected} bytes) but it holds "
+                         f"{found} bytes of data")
+    a = numpy.frombuffer(raw, dtype=dtype, count=count, offset=f.tell())
+    return a.reshape(shape, order="F" if fortran_order else "C").copy()

@@ -16,8 +16,8 @@ def available_devices():
     return ["cpu", "cuda"] if backend.cuda_status()[0] else ["cpu"]
 
 
-def run_check(out=sys.stdout):
-    """Print the report; return the number of failed checks."""
+def run_check(out=sys.stdout, devices=None):
+    """Print the report for `devices` (default: every one found); return the number of failed checks."""
     import minitl
     ok, gpu = backend.cuda_status()
     versions = backend.versions()
@@ -26,7 +26,7 @@ def run_check(out=sys.stdout):
     print(f"BLAS: {backend.blas_name()}", file=out)
     print("devices: cpu" + (f", cuda ({gpu})" if ok else f" (no cuda: {gpu})"), file=out)
     failures = 0
-    for device in available_devices():
+    for device in devices or available_devices():
         print(f"\ngradcheck on {device}:", file=out)
         for spec in OP_SPECS:
             inputs = make_inputs(spec, backend.host_rng(0), device=device)

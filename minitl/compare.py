@@ -13,23 +13,54 @@ import time
 
 from minitl import backend, report, transfer
 from minitl.data import k_shot, load_dataset
+from minitl.io import atomic_write
+from minitl.training import NonFiniteLoss
 
 DEFAULT_K = (2, 5, 10, 20, "all")
 QUICK = dict(k=(2, 10, "all"), seeds=2, steps=100)
 
 
 def parse_k(text):
-    """"2,5,all" -> (2, 5, "all")"""
+    """"2,5,all" -> (2, 5, "all"); empty entries and repeats are errors."""
+    if not text.strip():
+        raise ValueError("--k is empty: give examples per class like 2,5,all")
     out = []
     for part in text.split(","):
         part = part.strip()
         if part == "all":
-            out.append("all")
+            value = "all"
         elif part.isdigit() and int(part) > 0:
-            out.append(int(part))
+            value = int(part)
         else:
             raise ValueError(f"--k: {part!r} is not a positive integer or 'all'")
+        if value in out:
+            raise ValueError(f"--k: {part!r} is given twice")
+        out.append(value)
     return tuple(out)
+
+
+def parse_methods(text):
+    """"scratch,proxy" -> ("scratch", "proxy"), each a known method, none twice."""
+    methods = tuple(m.strip() for m in text.split(","))
+    unknown = [m for m in methods if m not in transfer.METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}: choose from {', '.join(transfer.METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"--methods: a method is given twice ({text})")
+    return methods
+
+
+def check_out_folder(folder):
+    """The --out folder exists or can be made, and files can be written in it: checked before any training."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_write(os.path.join(folder, ".write-test"), "w") as f:
+            f.write("ok")
+        os.remove(os.path.join(folder, ".write-test"))
+    except OSError as e:
+        raise OSError(f"--out {folder} cannot be written ({e.strerror or e})") from None
 
 
 def _fmt(values):
@@ -42,9 +73,12 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
                    out=None, log=print):
     """Run the table; returns {method: {k: {"accuracy": [...], "seconds": [...]}}}."""
     device = backend.check_device(device)
-    unknown = [m for m in methods if m not in transfer.METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}: choose from {', '.join(transfer.METHODS)}")
+    parse_methods(",".join(methods))
+    for name, value in (("seeds", seeds), ("steps", steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if out is not None:
+        check_out_folder(out)
     data = load_dataset(dataset)
     for k in ks:  # every k is checked before any training starts
         k_shot(data.target_pool, k)
@@ -62,7 +96,10 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
             accs, secs = [], []
             for seed in range(seeds):
                 train = k_shot(data.target_pool, k, seed)
-                result = transfer.run_method(method, source, data, train, cache, budget, seed, device)
+                try:
+                    result = transfer.run_method(method, source, data, train, cache, budget, seed, device)
+                except NonFiniteLoss as e:  # no table of NaN-trained models: stop and say where
+                    raise NonFiniteLoss(f"{method}, k={k}, seed={seed}: {e}") from None
                 accs.append(result.accuracy)
                 secs.append(result.seconds)
             table[method][str(k)] = {"accuracy": accs, "seconds": secs}
@@ -90,9 +127,8 @@ def write_outputs(folder, table, ks, config, log=print):
     """results.json, and accuracy-vs-k.png when matplotlib is installed."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "results.json")
-    with open(path + ".tmp", "w") as f:
+    with atomic_write(path, "w") as f:  # a unique temporary name: two runs sharing --out never collide
         json.dump({"config": config, "table": table}, f, indent=1)
-    os.replace(path + ".tmp", path)
     log(f"results: {path}")
     plt = report.pyplot()
     if plt is None:

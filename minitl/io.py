@@ -1,8 +1,8 @@
-"""mt.save / mt.load: state dicts as .npz files, written atomically."""
+"""mt.save / mt.load: state dicts as .npz files, written atomically, read with every byte checked."""
 
+import contextlib
 import os
-import tempfile
-import zipfile
+import secrets
 
 from minitl import backend
 from minitl.autograd import Tensor
@@ -11,27 +11,43 @@ _MARK = "__minitl_format__"  # a key that tells our files from any other .npz
 
 
 def save(state_dict, path):
-    """Write a dict of name -> array (or Tensor) to `path` as .npz.
+    """Write a dict of name -> array (or Tensor) to `path` as .npz (host arrays, any device).
 
-    The file is written next to its destination under a temporary name and then
-    renamed, so a crash mid-write leaves the old file (or none), never half a file.
+    The file is written next to its destination under a temporary name (".name.XXXX.partial",
+    never mistaken for a checkpoint) and then renamed, so a crash mid-write leaves the old file
+    (or none), never half a file. The new file gets the usual permissions (the umask's).
     """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"save: expected a dict of name -> array, got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
-        if not isinstance(name, str) or name == _MARK:
-            raise ValueError(f"save: keys must be strings other than {_MARK!r}, got {name!r}")
+        if not isinstance(name, str) or not name or name == _MARK or "/" in name:
+            raise ValueError(f"save: keys must be non-empty strings without '/', other than {_MARK!r}; got {name!r}")
         value = value.data if isinstance(value, Tensor) else value
         if not backend.is_array(value):
             raise TypeError(f"save: {name!r} is a {type(value).__name__}; only arrays and tensors can be saved")
+        if value.dtype.hasobject or value.dtype.kind not in "biufc":
+            raise TypeError(f"save: {name!r} holds {value.dtype} data; only arrays of numbers can be saved")
         arrays[name] = backend.to_host(value)
     arrays[_MARK] = backend.numpy_host.asarray(1)
     path = os.fspath(path)
+    with atomic_write(path) as f:
+        backend.write_npz(f, arrays)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Write to a new file at `path` all at once: the data goes to a unique temporary file beside
+    it, which is renamed over `path` only when the block ends without error. A crash leaves the
+    old file (or none); an error removes the temporary file. The file gets the permissions
+    open() would give it (0666 less the umask), and two writers never share a temporary name."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            backend.save_npz(f, arrays)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,14 +58,22 @@ def save(state_dict, path):
 
 
 def load(path):
-    """Read a file written by save() into a dict of name -> NumPy array."""
+    """Read a file written by save() into a dict of name -> NumPy array.
+
+    Every member is read whole and checked (CRC, header, size); a damaged or foreign file
+    raises ValueError naming the file and what is wrong with it.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"load: {path} is a folder, not a checkpoint file")
     try:
-        arrays = backend.load_npz(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"load: {path} is not a readable minitl checkpoint (truncated or not an .npz): {e}") from None
+        arrays = backend.read_npz(path)
+    except ValueError as e:
+        raise ValueError(f"load: {path} is not a readable minitl checkpoint: {e}") from None
+    except OSError as e:
+        raise ValueError(f"load: {path} cannot be read: {e}") from None
     if arrays.pop(_MARK, None) is None:
         raise ValueError(f"load: {path} is an .npz but was not written by minitl.save")
     return arrays

@@ -2,36 +2,67 @@
 a parameter that does not require grad (or has no gradient) is never touched."""
 
 import math
+import numbers
 
 from minitl import backend
 from minitl.autograd import Tensor
 
 
+def check_number(where, what, value, high=None):
+    """A finite real number >= 0 (and < high when given), or a ValueError in PyTorch's words."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok or (high is not None and value >= high):
+        bound = f"in [0, {high})" if high is not None else "a finite number >= 0"
+        raise ValueError(f"{where}: Invalid {what}: {value!r} (expected {bound})")
+
+
 class Optimizer:
-    """Holds parameter groups (dicts with "params" and their own hyperparameters)."""
+    """Holds parameter groups (dicts with "params" and their own hyperparameters).
+
+    Every group is checked once the defaults are merged into it, so a bad learning rate in
+    one group is an error at construction, never a diverging run.
+    """
 
     def __init__(self, params, defaults):
+        name = type(self).__name__
+        if isinstance(params, (Tensor, dict)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{name}: params must be an iterable of tensors or of dicts (parameter groups), "
+                            f"got a {type(params).__name__}")
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
+            raise ValueError(f"{name}: got an empty parameter list")
+        kinds = {isinstance(p, dict) for p in params}
+        if len(kinds) > 1:
+            raise TypeError(f"{name}: params mixes parameter groups (dicts) with bare tensors; "
+                            f"give one kind or the other")
+        groups = params if kinds == {True} else [{"params": params}]
         self.defaults = defaults
         self.param_groups = []
         seen = set()
-        for group in groups:
+        for i, group in enumerate(groups):
+            where = f"{name}: parameter group {i}" if len(groups) > 1 else name
+            if "params" not in group:
+                raise ValueError(f"{where} has no 'params'")
             unknown = set(group) - set(defaults) - {"params"}
             if unknown:
-                raise ValueError(f"{type(self).__name__}: unknown options {sorted(unknown)} in a parameter group; "
-                                 f"allowed: {sorted(defaults)}")
-            group = {**defaults, **group, "params": list(group["params"])}
-            for p in group["params"]:
+                raise ValueError(f"{where}: unknown options {sorted(unknown)}; allowed: {sorted(defaults)}")
+            ps = group["params"]
+            ps = [ps] if isinstance(ps, Tensor) else list(ps)
+            if not ps:
+                raise ValueError(f"{where} has no parameters")
+            group = {**defaults, **group, "params": ps}
+            self.check_group(group, where)
+            for p in ps:
                 if not isinstance(p, Tensor):
-                    raise TypeError(f"{type(self).__name__}: expected tensors, got {type(p).__name__}")
+                    raise TypeError(f"{where}: expected tensors, got {type(p).__name__}")
                 if id(p) in seen:
-                    raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+                    raise ValueError(f"{where}: a parameter appears in more than one group")
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of arrays and counters
+
+    def check_group(self, group, where):
+        """Each optimizer checks its own hyperparameters."""
 
     def _params(self):
         return [p for g in self.param_groups for p in g["params"]]
@@ -45,6 +76,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.requires_grad and p.grad is not None:  # frozen: bit-identical, whatever the state
                     self._update(p, p.grad, group, self._state_of(p))
+                    p.bump_version()  # a graph that saved p's old values can no longer backward
 
     def _state_of(self, p):
         """p's state, on p's device: after `model.to(device)` the next step moves the state
@@ -76,6 +108,9 @@ class Optimizer:
                 if hasattr(v, "shape") and tuple(v.shape) != params[int(i)].shape:
                     raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} of parameter {i} has "
                                      f"shape {tuple(v.shape)}, the parameter has {params[int(i)].shape}")
+        for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            merged = {**group, **{k: v for k, v in saved.items() if k != "params"}}
+            self.check_group(merged, f"{type(self).__name__}.load_state_dict: parameter group {i}")
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = {id(params[int(i)]): {n: (backend.to_device(v, params[int(i)].device).copy()
@@ -88,11 +123,16 @@ class SGD(Optimizer):
     buf = momentum * buf + g and d = buf (or g + momentum * buf with nesterov)."""
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
-        if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov needs a momentum > 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    def check_group(self, group, where):
+        check_number(where, "learning rate", group["lr"])
+        check_number(where, "momentum value", group["momentum"])
+        check_number(where, "weight_decay value", group["weight_decay"])
+        if not isinstance(group["nesterov"], bool):
+            raise TypeError(f"{where}: nesterov must be True or False, got {group['nesterov']!r}")
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{where}: Nesterov momentum requires a momentum > 0")
 
     def _update(self, p, g, group, state):
         if group["weight_decay"]:
@@ -126,9 +166,18 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Adam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def check_group(self, group, where):
+        check_number(where, "learning rate", group["lr"])
+        check_number(where, "epsilon value", group["eps"])
+        check_number(where, "weight_decay value", group["weight_decay"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, b in enumerate(betas):
+            check_number(where, f"beta parameter at index {i}", b, high=1)
+        group["betas"] = tuple(betas)
 
     def _update(self, p, g, group, state):
         xp = backend.get_array_module(p.data)

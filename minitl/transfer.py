@@ -95,11 +95,12 @@ def extract_features(backbone, loader):
 
 
 def weights_hash(module):
-    """A short hash of every parameter's name, dtype, shape and values."""
+    """A short hash of every entry of the module's state dict (parameters and persistent
+    buffers): name, dtype, shape and values."""
     h = hashlib.sha256()
-    for name, p in module.named_parameters():
-        h.update(f"{name}{p.dtype}{p.shape}".encode())
-        h.update(backend.to_host(p.data).tobytes())
+    for name, value in module.state_dict().items():
+        h.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
+        h.update(backend.to_host(value).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -167,11 +168,18 @@ def source_model(data, device=None, seed=0, folder=None, log=print):
 class FeatureCache:
     """Proxy collection: a frozen backbone's features of a dataset, computed once and kept on disk.
 
-    Each file holds the features and a manifest: a hash of the backbone's weights,
-    the layer, a fingerprint of the data, the dtype and the shape. A file whose
-    manifest does not match what is asked for is recomputed (and says why); so is
-    a truncated or corrupt file. Files are written to a temp name and renamed.
+    Each file holds the features and a manifest keyed on everything that computes them: the
+    backbone's structure and hyperparameters (its repr), its weights and buffers, the layer it
+    ends at, a fingerprint of the data, the expected shape and dtype, and the file format;
+    plus a checksum of the stored feature bytes, verified on every read. A file whose manifest
+    does not match is recomputed and says why; so is a truncated, damaged or tampered file.
+    Files are written to a temporary name and renamed.
     """
+
+    FORMAT = 2  # the manifest's layout: a file of another format is recomputed
+    _WHY = {"format": "an older file format", "module": "another backbone structure", "weights":
+            "other backbone weights", "layer": "another layer", "data": "other data", "shape": "another feature shape",
+            "dtype": "another dtype"}
 
     def __init__(self, folder=None, log=print):
         self.folder = cache_dir(folder)
@@ -181,36 +189,66 @@ class FeatureCache:
     def path(self, name):
         return os.path.join(self.folder, f"features-{name}.npz")
 
+    def key(self, backbone, split, layer, device):
+        """What the features depend on. The output shape and dtype come from one example."""
+        with no_grad(), evaluating(backbone):
+            probe = backbone(Tensor._make(backend.to_device(split.x[:1], device)))
+        return {"format": self.FORMAT, "module": repr(backbone), "weights": weights_hash(backbone), "layer": layer,
+                "data": split.fingerprint(), "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype)}
+
+    def _read(self, path):
+        """(manifest, features) of a cache file, or a ValueError saying why it cannot be used."""
+        stored = load(path)
+        if set(stored) != {"features", "manifest"}:
+            raise ValueError(f"it holds {sorted(stored)}, not features and a manifest")
+        try:
+            found = json.loads(bytes(stored["manifest"]).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"its manifest is not JSON ({e})") from None
+        if not isinstance(found, dict):
+            raise ValueError(f"its manifest is a JSON {type(found).__name__}, not an object")
+        feats = stored["features"]
+        if found.get("checksum") != _checksum(feats):
+            raise ValueError("the features do not match their checksum")
+        if [found.get("dtype"), found.get("shape")] != [str(feats.dtype), list(feats.shape)]:
+            raise ValueError("the features do not match their manifest")
+        return found, feats
+
     def features(self, backbone, split, name, layer="features", device=None, batch_size=512):
-        """backbone's features of split.x (a host float32 array), from disk when the manifest matches.
+        """backbone's features of split.x (a host array), from disk when the manifest matches.
         The backbone runs where it is, unless `device` names another device."""
-        manifest = {"weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint()}
+        if len(split) == 0:
+            raise ValueError(f"FeatureCache.features: the split {name!r} is empty")
+        device = device_for_model(backbone, device)
+        key = self.key(backbone, split, layer, device)
         path, why = self.path(name), None
         if os.path.exists(path):
             try:
-                stored = load(path)
-                found = json.loads(bytes(stored["manifest"]).decode())
-                feats = stored["features"]
-                if [found.get("dtype"), found.get("shape")] != [str(feats.dtype), list(feats.shape)]:
-                    raise ValueError("the features do not match their manifest")
-            except (ValueError, KeyError, UnicodeDecodeError) as e:
+                found, feats = self._read(path)
+            except ValueError as e:
                 why = f"the file is unreadable ({e})"
             else:
-                diff = [k for k in manifest if found.get(k) != manifest[k]]
+                diff = [k for k in key if found.get(k) != key[k]]
                 if not diff:
                     self.last = "hit"
                     return feats
-                why = "it was made for other " + " and ".join({"weights": "backbone weights", "layer": "layer",
-                                                               "data": "data"}[k] for k in diff)
-        loader = DataLoader(split.x, split.y, batch_size, device=device_for_model(backbone, device))
+                why = "it was made for " + " and ".join(self._WHY[k] for k in diff)
+        loader = DataLoader(split.x, split.y, batch_size, device=device)
         feats = backend.to_host(extract_features(backbone, loader)[0])
-        manifest.update(dtype=str(feats.dtype), shape=list(feats.shape))
+        manifest = dict(key, checksum=_checksum(feats))
         save({"features": feats, "manifest": backend.numpy_host.frombuffer(json.dumps(manifest).encode(), "uint8")},
              path)
         self.last = "created" if why is None else f"recomputed: {why}"
         if why is not None:
             self.log(f"feature cache {path}: {why}; recomputed")
         return feats
+
+
+def _checksum(array):
+    """sha256 of an array's bytes, its dtype and its shape."""
+    h = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    h.update(backend.numpy_host.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- regularisers for L = CE + lambda * R
@@ -227,6 +265,7 @@ def feature_mse_composed(features, source_features):
 
 class L2SPPenalty(Function):
     """R = 1/2 sum_i ||w_i - w0_i||^2 over the listed weights;  gw_i = gR * (w_i - w0_i)"""
+    reads_inputs = False  # backward uses the differences it saved
     def __init__(self, anchors):
         self.anchors = anchors
 

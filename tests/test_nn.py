@@ -137,7 +137,7 @@ def test_a_frozen_backbone_records_no_graph():
     assert head(features)._creator is not None
 
 
-class _SpyConv(F.conv.Conv2d):
+class _SpyConv(F.conv.Conv2dFunction):
     computed = []
 
     def backward(self, gy):

@@ -1,11 +1,12 @@
 """Activations: relu, softmax, log_softmax (last axis, stable) and dropout."""
 
 from minitl import backend
-from minitl.autograd import Function, Tensor
+from minitl.autograd import Function, Tensor, require_tensor
 
 
-class ReLU(Function):
+class ReLUFunction(Function):
     """y = max(x, 0);  gx = gy * (x > 0)"""
+    reads_inputs = False
     def forward(self, x):
         self.y = backend.get_array_module(x).maximum(x, 0)
         return self.y
@@ -15,11 +16,12 @@ class ReLU(Function):
 
 
 def relu(x):
-    return ReLU()(x)
+    return ReLUFunction()(x)
 
 
 class Softmax(Function):
     """y = exp(x - max x) / sum exp(x - max x) over the last axis;  gx = y * (gy - sum(gy * y))"""
+    reads_inputs = False
     def forward(self, x):
         xp = backend.get_array_module(x)
         e = xp.exp(x - x.max(axis=-1, keepdims=True))  # shifting by the max cannot overflow
@@ -43,6 +45,7 @@ def logsumexp(x):
 
 class LogSoftmax(Function):
     """y = x - logsumexp(x) over the last axis;  gx = gy - softmax(x) * sum(gy)"""
+    reads_inputs = False
     def forward(self, x):
         y = x - logsumexp(x)
         self.p = backend.get_array_module(x).exp(y)
@@ -62,8 +65,9 @@ def dropout(x, p=0.5, training=True):
     Composed from mul, so it needs no backward of its own. The mask is drawn on
     the host (one seed, same mask on every device). In eval mode it is the identity.
     """
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    require_tensor(x, "dropout")
+    if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
     keep = backend.host_rng().random(x.shape) >= p

@@ -11,15 +11,19 @@ im2col copies or col2im adds is made of long contiguous runs (a row of pixels
 times the whole batch), and the transposes around the matrix products cost nothing.
 """
 
+import numbers
+
 from minitl import backend
-from minitl.autograd import Function, check_compatible
+from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.functional.linear import check_float_input
 
 
 def _pair(value, name, op):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def output_size(size, k, stride, pad):
@@ -84,7 +88,7 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     return to_nchw(gpad[:, ph:ph + h, pw:pw + w])
 
 
-class Conv2d(Function):
+class Conv2dFunction(Function):
     """y = W_mat @ im2col(x) + b;  gW = gy_mat @ col^T, gx = col2im(W_mat^T @ gy_mat), gb = sum of gy"""
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
@@ -129,9 +133,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     stride, padding = _pair(stride, "stride", op), _pair(padding, "padding", op)
     inputs = (x, weight) if bias is None else (x, weight, bias)
     check_compatible(op, *inputs)
+    check_float_input(x, op)
     _check_4d(x, op)
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D (out, in, kh, kw), got shape {weight.shape}")
+    if weight.ndim != 4 or 0 in weight.shape:
+        raise ValueError(f"{op}: weight must be 4-D (out, in, kh, kw) with no empty axis, got shape {weight.shape}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: input has {x.shape[1]} channels (shape {x.shape}) but weight of shape "
                          f"{weight.shape} expects {weight.shape[1]}")
@@ -146,7 +151,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
                          f"(input shape {x.shape}, padding {padding})")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"{op}: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
-    return Conv2d(stride, padding)(*inputs)
+    return Conv2dFunction(stride, padding)(*inputs)
 
 
 def _windows(kh, kw, stride, oh, ow):
@@ -157,8 +162,9 @@ def _windows(kh, kw, stride, oh, ow):
             yield slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)
 
 
-class MaxPool2d(Function):
+class MaxPool2dFunction(Function):
     """y = max over each window;  gx = gy sent to the first maximum of its window (PyTorch's rule)"""
+    reads_inputs = False
     def __init__(self, kernel, stride):
         self.kernel, self.stride = kernel, stride
 
@@ -192,8 +198,9 @@ class MaxPool2d(Function):
         return gx
 
 
-class AvgPool2d(Function):
+class AvgPool2dFunction(Function):
     """y = mean over each window;  gx = gy / (kh*kw) added to every pixel of its window"""
+    reads_inputs = False
     def __init__(self, kernel, stride):
         self.kernel, self.stride = kernel, stride
 
@@ -222,6 +229,7 @@ class AvgPool2d(Function):
 def _pool(function_class, op, x, kernel_size, stride):
     kernel = _pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None else _pair(stride, "stride", op)
+    require_tensor(x, op)
     _check_4d(x, op)
     if min(kernel) <= 0 or min(stride) <= 0:
         raise ValueError(f"{op}: kernel_size and stride must be positive, got {kernel} and {stride}")
@@ -233,9 +241,9 @@ def _pool(function_class, op, x, kernel_size, stride):
 
 def max_pool2d(x, kernel_size, stride=None):
     """Max over kernel_size windows; stride defaults to kernel_size, as in PyTorch."""
-    return _pool(MaxPool2d, "max_pool2d", x, kernel_size, stride)
+    return _pool(MaxPool2dFunction, "max_pool2d", x, kernel_size, stride)
 
 
 def avg_pool2d(x, kernel_size, stride=None):
     """Mean over kernel_size windows; stride defaults to kernel_size, as in PyTorch."""
-    return _pool(AvgPool2d, "avg_pool2d", x, kernel_size, stride)
+    return _pool(AvgPool2dFunction, "avg_pool2d", x, kernel_size, stride)

@@ -1,9 +1,17 @@
 """linear and flatten."""
 
-from minitl.autograd import Function, check_compatible
+from minitl import backend
+from minitl.autograd import Function, check_compatible, require_tensor
 
 
-class Linear(Function):
+def check_float_input(x, op):
+    """Layers compute in floating point; an integer input would silently promote the output."""
+    if not backend.is_float(x.dtype):
+        raise TypeError(f"{op}: the input is {x.dtype}; layers compute in floating point: convert it first "
+                        f"with x.float(), x.to(mt.float32) or, for an array, astype('float32')")
+
+
+class LinearFunction(Function):
     """y = x @ W^T + b;  gx = gy @ W, gW = gy^T @ x, gb = sum of gy over rows"""
     def forward(self, x, w, *b):
         self.x_shape = x.shape
@@ -27,6 +35,7 @@ def linear(x, weight, bias=None):
     """y = x @ weight^T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
     inputs = (x, weight) if bias is None else (x, weight, bias)
     check_compatible("linear", *inputs)
+    check_float_input(x, "linear")
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
@@ -34,11 +43,15 @@ def linear(x, weight, bias=None):
                          f"to match weight of shape {weight.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
-    return Linear()(*inputs)
+    return LinearFunction()(*inputs)
 
 
 def flatten(x, start_dim=1):
     """Merge every axis from start_dim on (NCHW order, as PyTorch): (N, C, H, W) -> (N, C*H*W)."""
-    if not 0 <= start_dim < max(x.ndim, 1):
+    require_tensor(x, "flatten")
+    if not isinstance(start_dim, int) or not 0 <= start_dim < max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} is out of range for shape {x.shape}")
-    return x.reshape(x.shape[:start_dim] + (-1,))
+    size = 1
+    for n in x.shape[start_dim:]:
+        size *= n
+    return x.reshape(x.shape[:start_dim] + (size,))  # the size, not -1: an empty batch flattens too

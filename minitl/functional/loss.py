@@ -2,7 +2,7 @@
 next to a composed twin built from primitive ops (tests show the two agree)."""
 
 from minitl import backend
-from minitl.autograd import Function, Tensor, check_compatible
+from minitl.autograd import Function, Tensor, check_compatible, require_tensor
 from minitl.functional.activation import log_softmax
 
 
@@ -15,9 +15,12 @@ def check_labels(logits, labels, op="cross_entropy"):
     out-of-range label makes the loss NaN. minitl's DataLoader and recipes check labels while
     they are still on the host, so a training step never needs to.
     """
+    require_tensor(logits, op, "logits")
     if logits.ndim != 2:
         raise ValueError(f"{op}: logits must be 2-D (N, C), got shape {logits.shape}")
     n, c = logits.shape
+    if n == 0 or c == 0:
+        raise ValueError(f"{op}: logits of shape {logits.shape} are empty: the mean over no examples is undefined")
     if isinstance(labels, Tensor):
         labels = labels.data
     if not backend.is_array(labels):
@@ -43,6 +46,7 @@ def _out_of_range(labels, c):
 
 class CrossEntropy(Function):
     """L = mean_i(logsumexp(z_i) - z_i[y_i]);  gz = (softmax(z) - onehot(y)) * gL / N"""
+    reads_inputs = False
     def __init__(self, labels, checked):
         self.labels, self.checked = labels, checked
 
@@ -87,10 +91,13 @@ def _check_same_shape(a, b, op):
     check_compatible(op, a, b)
     if a.shape != b.shape:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} differ; minitl does not broadcast in losses")
+    if a.numel() == 0:
+        raise ValueError(f"{op}: the inputs of shape {a.shape} are empty: the mean over no elements is undefined")
 
 
-class MSELoss(Function):
+class MSELossFunction(Function):
     """L = mean((a - b)^2);  ga = 2(a - b) * gL / size, gb = -ga"""
+    reads_inputs = False
     def forward(self, a, b):
         self.diff = a - b
         return (self.diff * self.diff).mean()
@@ -103,7 +110,7 @@ class MSELoss(Function):
 def mse_loss(a, b):
     """Mean over all elements of (a - b)^2; the shapes must be equal."""
     _check_same_shape(a, b, "mse_loss")
-    return MSELoss()(a, b)
+    return MSELossFunction()(a, b)
 
 
 def mse_loss_composed(a, b):

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import numbers
 
 from minitl import backend
 from minitl import functional as F
@@ -18,6 +19,23 @@ def _named_errors(layer):
         raise type(e)(f"{layer!r}: {e}") from None
 
 
+def _check_sizes(layer, minimum=1, **sizes):
+    """Each size an integer >= minimum (a pair counts as two), or an error naming the layer and the value."""
+    for name, value in sizes.items():
+        for v in value if isinstance(value, tuple) else (value,):
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
+            if v < minimum:
+                raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+
+
+def _float_dtype(layer, dtype):
+    dtype = backend.as_dtype(dtype or backend.float32)
+    if not backend.is_float(dtype):
+        raise TypeError(f"{layer}: parameters must be floating point, got dtype {dtype}")
+    return dtype
+
+
 def _init_uniform(shape, fan_in, dtype, device):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for weights
     (kaiming_uniform with a=sqrt(5)) and biases; drawn on the host."""
@@ -30,7 +48,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        dtype = backend.as_dtype(dtype or backend.float32)
+        _check_sizes("Linear", in_features=in_features, out_features=out_features)
+        dtype = _float_dtype("Linear", dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight = _init_uniform((out_features, in_features), in_features, dtype, device)
         self.bias = _init_uniform((out_features,), in_features, dtype, device) if bias else None
@@ -49,10 +68,13 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        dtype = backend.as_dtype(dtype or backend.float32)
-        self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
         self.stride, self.padding = _pair(stride, "stride", "Conv2d"), _pair(padding, "padding", "Conv2d")
+        _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels, kernel_size=self.kernel_size,
+                     stride=self.stride)
+        _check_sizes("Conv2d", minimum=0, padding=self.padding)
+        dtype = _float_dtype("Conv2d", dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         self.weight = _init_uniform((out_channels, in_channels) + self.kernel_size, fan_in, dtype, device)
         self.bias = _init_uniform((out_channels,), fan_in, dtype, device) if bias else None
@@ -66,20 +88,32 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}")
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """What the two pooling layers share: a window and a stride (the window's by default)."""
+
     def __init__(self, kernel_size, stride=None):
         super().__init__()
+        name = type(self).__name__
+        _check_sizes(name, kernel_size=_pair(kernel_size, "kernel_size", name))
+        if stride is not None:
+            _check_sizes(name, stride=_pair(stride, "stride", name))
         self.kernel_size, self.stride = kernel_size, stride
-
-    def forward(self, x):
-        with _named_errors(self):
-            return F.max_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    """The largest value of each window."""
+
+    def forward(self, x):
+        with _named_errors(self):
+            return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+class AvgPool2d(_Pool2d):
+    """The mean of each window."""
+
     def forward(self, x):
         with _named_errors(self):
             return F.avg_pool2d(x, self.kernel_size, self.stride)
@@ -87,7 +121,8 @@ class AvgPool2d(MaxPool2d):
 
 class ReLU(Module):
     def forward(self, x):
-        return F.relu(x)
+        with _named_errors(self):
+            return F.relu(x)
 
 
 class Flatten(Module):
@@ -107,8 +142,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
         self.p = p
 
     def forward(self, x):

@@ -1,6 +1,7 @@
 """Parameter, Module and Sequential: PyTorch's names and habits."""
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from minitl import backend
 from minitl.autograd import Tensor
@@ -105,7 +106,9 @@ class Module:
         """Move every parameter (and its gradient) to a device, in place; returns self."""
         device = backend.check_device(device)
         for p in self.parameters():
-            p.data = backend.to_device(p.data, device)
+            if p.device != device:
+                p.data = backend.to_device(p.data, device)
+                p.bump_version()
             if p.grad is not None:
                 p.grad = backend.to_device(p.grad, device)
         return self
@@ -116,29 +119,39 @@ class Module:
         return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters. Every key and shape is checked first, so a
-        failed load changes nothing. Returns (missing keys, unexpected keys)."""
+        """Copy arrays into the parameters. Every key, shape and value is checked first (each
+        value must be an array or tensor of real numbers, integers or bools), so a failed load
+        changes nothing. Returns (missing keys, unexpected keys)."""
+        where = f"load_state_dict into {type(self).__name__}"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{where}: expected a dict of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        problems = []
+        problems, values = [], {}
         if strict and missing:
             problems.append(f"missing keys {missing}")
         if strict and unexpected:
             problems.append(f"unexpected keys {unexpected}")
         for name, p in own.items():
-            if name in state_dict:
-                value = state_dict[name]
-                shape = tuple(value.shape) if hasattr(value, "shape") else None
-                if shape != p.shape:
-                    problems.append(f"{name}: shape {shape} in the state dict, {p.shape} in the model")
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            value = value.data if isinstance(value, Tensor) else value
+            if not backend.is_array(value) or backend.is_scalar(value):
+                problems.append(f"{name}: a {type(value).__name__}, not an array")
+            elif value.dtype.kind not in "biuf":
+                problems.append(f"{name}: {value.dtype} values, not real numbers")
+            elif tuple(value.shape) != p.shape:
+                problems.append(f"{name}: shape {tuple(value.shape)} in the state dict, {p.shape} in the model")
+            else:
+                values[name] = value
         if problems:
-            raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
-        for name, p in own.items():
-            if name in state_dict:
-                value = state_dict[name]
-                value = value.data if isinstance(value, Tensor) else value
-                p.data = backend.to_device(value, p.device).astype(p.dtype, copy=True)
+            raise ValueError(f"{where}: " + "; ".join(problems))
+        for name, value in values.items():
+            p = own[name]
+            p.data = backend.to_device(value, p.device).astype(p.dtype, copy=True)
+            p.bump_version()
         return missing, unexpected
 
     # ---- printing

@@ -1,0 +1,239 @@
+"""Bad input, as a hostile user gives it: each case must raise a clear error that names what was
+wrong (or give a correct result), never a silently wrong number. One table per area: the
+call, the exception type, and a phrase its message must contain."""
+
+import math
+
+import numpy as np
+import pytest
+
+import minitl as mt
+import minitl.functional as F
+import minitl.nn as nn
+from minitl import data, training, transfer
+
+
+def t(*shape, dtype=np.float32, requires_grad=False):
+    return mt.tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad)
+
+
+def p(*shape):
+    return nn.Parameter(np.ones(shape, dtype=np.float32))
+
+
+def load_into_linear(value):
+    model = nn.Linear(2, 2)
+    state = model.state_dict()
+    state["bias"] = value
+    model.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- tensors and ops
+
+TENSOR_CASES = [
+    ("transpose axes out of range", lambda: t(2, 3, 4).transpose(3, 1, 2), ValueError, "out of range"),
+    ("transpose axes repeated", lambda: t(2, 3, 4).transpose(0, 0, 1), ValueError, "not a permutation"),
+    ("a raw array to an op", lambda: F.relu(np.ones(3)), TypeError, "wrap it with mt.tensor"),
+    ("a raw array to a layer", lambda: nn.Linear(3, 2)(np.ones((1, 3), np.float32)), TypeError, "mt.tensor"),
+    ("a raw array to conv2d", lambda: F.conv2d(np.ones((1, 1, 4, 4)), t(2, 1, 3, 3)), TypeError, "mt.tensor"),
+    ("a raw array to flatten", lambda: F.flatten(np.ones((2, 3))), TypeError, "mt.tensor"),
+    ("a raw array to dropout", lambda: F.dropout(np.ones(3)), TypeError, "mt.tensor"),
+    ("a raw array to max_pool2d", lambda: F.max_pool2d(np.ones((1, 1, 4, 4)), 2), TypeError, "mt.tensor"),
+    ("a raw array to a loss", lambda: F.mse_loss(np.ones(2), t(2)), TypeError, "mt.tensor"),
+    ("a string as data", lambda: mt.tensor("abc"), TypeError, "cannot make a tensor from str"),
+    ("an index past the end", lambda: t(4)[[0, 7]], IndexError, "index 7 is out of range for axis 0 of size 4"),
+    ("two float dtypes", lambda: t(2) + t(2, dtype=np.float64), TypeError, ".float(), .double() or .to(dtype)"),
+    ("an unknown device", lambda: t(2).to("tpu"), ValueError, "unknown device 'tpu'"),
+    ("a cast to strings", lambda: t(2).to("U3"), TypeError, "not a number type"),
+    ("backward of a non-scalar", lambda: (t(2, requires_grad=True) * 2).backward(), RuntimeError, "pass grad="),
+]
+
+# ---------------------------------------------------------------- layers and shapes
+
+LAYER_CASES = [
+    ("kernel_size 0", lambda: nn.Conv2d(1, 4, 0), ValueError, "Conv2d: kernel_size must be >= 1, got (0, 0)"),
+    ("negative channels", lambda: nn.Conv2d(-1, 4, 3), ValueError, "Conv2d: in_channels must be >= 1, got -1"),
+    ("negative padding", lambda: nn.Conv2d(1, 4, 3, padding=-1), ValueError, "padding must be >= 0"),
+    ("negative features", lambda: nn.Linear(3, -2), ValueError, "Linear: out_features must be >= 1, got -2"),
+    ("fractional features", lambda: nn.Linear(2.5, 3), TypeError, "Linear: in_features must be an integer"),
+    ("integer parameters", lambda: nn.Linear(3, 2, dtype=mt.int64), TypeError, "must be floating point"),
+    ("pool window 0", lambda: nn.MaxPool2d(0), ValueError, "MaxPool2d: kernel_size must be >= 1"),
+    ("pool stride 0", lambda: nn.AvgPool2d(2, stride=0), ValueError, "AvgPool2d: stride must be >= 1"),
+    ("dropout p > 1", lambda: nn.Dropout(1.5), ValueError, "p must be a number in [0, 1]"),
+    ("an int64 image into Conv2d", lambda: nn.Conv2d(1, 2, 3)(t(1, 1, 4, 4, dtype=np.int64)), TypeError,
+     "Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=(0, 0)): conv2d: the input is int64"),
+    ("an int64 batch into Linear", lambda: nn.Linear(3, 2)(t(2, 3, dtype=np.int64)), TypeError, "x.float()"),
+    ("an empty conv kernel", lambda: F.conv2d(t(1, 3, 4, 4), t(4, 3, 0, 0)), ValueError, "no empty axis"),
+    ("an empty batch into cross_entropy", lambda: F.cross_entropy(t(0, 5), np.zeros(0, np.int64)), ValueError,
+     "are empty: the mean over no examples is undefined"),
+    ("an empty batch into mse_loss", lambda: F.mse_loss(t(0, 3), t(0, 3)), ValueError, "are empty"),
+    ("a label past the classes", lambda: F.cross_entropy(t(2, 3), [0, 3]), ValueError,
+     "label 3 at position 1 is out of range for 3 classes"),
+    ("float labels", lambda: F.cross_entropy(t(2, 3), [0.0, 1.0]), TypeError, "labels must be integers"),
+]
+
+# ---------------------------------------------------------------- state dicts
+
+STATE_CASES = [
+    ("None as a state dict", lambda: nn.Linear(2, 2).load_state_dict(None), TypeError,
+     "expected a dict of name -> array, got NoneType"),
+    ("strings of the right shape", lambda: load_into_linear(np.array(["a", "b"])), ValueError,
+     "bias: <U1 values, not real numbers"),
+    ("an object array of None", lambda: load_into_linear(np.array([None, None])), ValueError,
+     "bias: object values"),
+    ("complex numbers", lambda: load_into_linear(np.array([1 + 2j, 0j])), ValueError, "complex128 values"),
+    ("a list", lambda: load_into_linear([1.0, 2.0]), ValueError, "bias: a list, not an array"),
+    ("a wrong shape", lambda: load_into_linear(np.ones(3)), ValueError, "bias: shape (3,) in the state dict"),
+]
+
+# ---------------------------------------------------------------- optimizers
+
+OPTIMIZER_CASES = [
+    ("a negative lr in a group", lambda: mt.optim.Adam([{"params": [p(2)], "lr": -0.05}]), ValueError,
+     "Invalid learning rate: -0.05"),
+    ("beta1 above 1", lambda: mt.optim.Adam([p(2)], betas=(1.5, 0.999)), ValueError,
+     "Invalid beta parameter at index 0: 1.5"),
+    ("lr NaN", lambda: mt.optim.SGD([p(2)], lr=math.nan), ValueError, "Invalid learning rate: nan"),
+    ("lr inf", lambda: mt.optim.Adam([p(2)], lr=math.inf), ValueError, "Invalid learning rate: inf"),
+    ("eps NaN", lambda: mt.optim.Adam([p(2)], eps=math.nan), ValueError, "Invalid epsilon value: nan"),
+    ("momentum NaN", lambda: mt.optim.SGD([p(2)], lr=0.1, momentum=math.nan), ValueError, "Invalid momentum"),
+    ("an empty group", lambda: mt.optim.Adam([{"params": []}, {"params": [p(2)]}]), ValueError,
+     "parameter group 0 has no parameters"),
+    ("betas a single number", lambda: mt.optim.Adam([p(2)], betas=0.9), ValueError, "betas must be a pair"),
+    ("three betas", lambda: mt.optim.Adam([p(2)], betas=(0.9, 0.99, 0.999)), ValueError, "betas must be a pair"),
+    ("a group mixed with a tensor", lambda: mt.optim.SGD([{"params": [p(2)]}, p(2)], lr=0.1), TypeError,
+     "mixes parameter groups"),
+    ("one tensor, not a list", lambda: mt.optim.SGD(p(2), lr=0.1), TypeError, "an iterable of tensors"),
+    ("nesterov without momentum", lambda: mt.optim.SGD([p(2)], lr=0.1, nesterov=True), ValueError,
+     "Nesterov momentum requires a momentum > 0"),
+    ("a typo in an option", lambda: mt.optim.SGD([{"params": [p(2)], "momentun": 0.9}], lr=0.1), ValueError,
+     "unknown options ['momentun']"),
+    ("a group's lr NaN on load", lambda: _load_optimizer_state_with_lr(math.nan), ValueError,
+     "Invalid learning rate: nan"),
+]
+
+
+def _load_optimizer_state_with_lr(lr):
+    opt = mt.optim.SGD([p(2)], lr=0.1)
+    state = opt.state_dict()
+    state["param_groups"][0]["lr"] = lr
+    opt.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- data
+
+POOL = data.Split(np.zeros((6, 1, 2, 2), np.float32), np.array([0, 0, 1, 1, 2, 2]))
+
+DATA_CASES = [
+    ("k = True", lambda: data.k_shot(POOL, True), ValueError, "positive integer or 'all'"),
+    ("k = 0", lambda: data.k_shot(POOL, 0), ValueError, "positive integer or 'all'"),
+    ("k = 2.5", lambda: data.k_shot(POOL, 2.5), ValueError, "positive integer or 'all'"),
+    ("batch_size 2.5", lambda: data.DataLoader(POOL.x, POOL.y, 2.5), ValueError, "positive integer, got 2.5"),
+    ("batch_size None", lambda: data.DataLoader(POOL.x, POOL.y, None), ValueError, "positive integer, got None"),
+    ("batch_size 0", lambda: data.DataLoader(POOL.x, POOL.y, 0), ValueError, "positive integer, got 0"),
+    ("an empty split", lambda: data.DataLoader(POOL.x[:0], POOL.y[:0], 2), ValueError, "there are no examples"),
+    ("a negative label", lambda: data.DataLoader(POOL.x[:2], np.array([0, -3]), 2), ValueError,
+     "label -3 at position 1 is negative"),
+    ("2-D labels", lambda: data.DataLoader(POOL.x, POOL.y[:, None], 2), ValueError, "y must be 1-D"),
+    ("x and y of different lengths", lambda: data.DataLoader(POOL.x, POOL.y[:4], 2), ValueError,
+     "x has 6 examples but y has 4"),
+    ("predicting nothing", lambda: training.predict(nn.Linear(4, 2), np.zeros((0, 4), np.float32)), ValueError,
+     "there are no inputs"),
+    ("an unknown dataset", lambda: data.load_dataset("mnist"), ValueError, "unknown dataset 'mnist'"),
+]
+
+CASES = TENSOR_CASES + LAYER_CASES + STATE_CASES + OPTIMIZER_CASES + DATA_CASES
+
+
+@pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_a_clear_error(call, error, phrase):
+    with pytest.raises(error) as caught:
+        call()
+    assert phrase in str(caught.value), str(caught.value)
+
+
+def test_there_are_many_cases():
+    assert len(CASES) >= 60
+
+
+# ---------------------------------------------------------------- correct results where an error is not needed
+
+def test_a_numpy_integer_k_is_a_k():
+    assert len(data.k_shot(POOL, np.int64(2))) == 6
+
+
+def test_an_empty_batch_flattens():
+    assert F.flatten(t(0, 2, 3, 3)).shape == (0, 18)
+
+
+def test_a_failed_state_dict_load_changes_nothing():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    bad = dict(before)
+    bad["1.bias"] = np.array(["x", "y"])  # the last of four: the first three must not be overwritten
+    with pytest.raises(ValueError):
+        model.load_state_dict(bad)
+    for k, v in model.state_dict().items():
+        assert np.array_equal(v, before[k])
+
+
+# ---------------------------------------------------------------- in-place changes and graph lifetime
+
+def test_an_optimizer_step_between_forward_and_backward_is_refused():
+    model = nn.Linear(3, 2)
+    opt = mt.optim.SGD(model.parameters(), lr=0.1)
+    x = t(4, 3)
+    model(x).sum().backward()
+    loss = (model(x) ** 2).sum()  # saves the weight for its backward
+    opt.step()                    # ... which then changes it in place
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: input 1 of LinearFunction"):
+        loss.backward()
+
+
+def test_a_second_backward_needs_retain_graph():
+    x = t(3, requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()  # allowed once more: the graph was kept
+    np.testing.assert_allclose(x.grad, 4 * np.ones(3))
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()  # the second backward freed it
+
+
+def test_backward_frees_the_graph():
+    x = t(2, 3, requires_grad=True)
+    h = F.relu(x * 2.0)
+    loss = h.sum()
+    loss.backward()
+    assert loss._creator.released and h._creator.released  # saved arrays and links are gone
+
+
+# ---------------------------------------------------------------- NaN and infinity
+
+def test_nan_in_the_inputs_propagates_as_in_pytorch():
+    x = mt.tensor(np.array([[1.0, np.nan]]))
+    assert np.isnan(nn.Linear(2, 1, dtype=mt.float64)(x).item())
+
+
+def test_training_on_nan_stops_with_the_step():
+    d = data.glyphs(source_per_class=20, source_test_per_class=4, target_pool_per_class=4, target_test_per_class=4)
+    x = d.target_pool.x.copy()
+    x[3, 0, 5, 5] = np.nan
+    train = data.Split(x, d.target_pool.y)
+    mt.manual_seed(0)
+    source = transfer.model_for(d)
+    with pytest.raises(training.NonFiniteLoss, match=r"the loss became nan at step \d+ of 5"):
+        transfer.fine_tune(source, d, train, transfer.Budget(steps=5, batch_size=20))
+
+
+def test_the_comparison_names_method_k_and_seed_when_a_loss_diverges(monkeypatch, tmp_path):
+    from minitl import compare
+    monkeypatch.setenv("MINITL_CACHE", str(tmp_path))
+
+    def diverge(method, *args, **kwargs):
+        raise training.NonFiniteLoss("the loss became nan at step 7 of 10")
+
+    monkeypatch.setattr(transfer, "run_method", diverge)
+    monkeypatch.setattr(transfer, "source_model", lambda *a, **k: None)
+    with pytest.raises(training.NonFiniteLoss, match=r"proxy, k=2, seed=0: the loss became nan at step 7"):
+        compare.run_comparison(methods=("proxy",), ks=(2,), seeds=1, steps=10, log=lambda *a: None)
