@@ -268,8 +268,22 @@ def test_python_m_minitl_quick_runs_end_to_end(tmp_path):
     (("--methods", "scratch,dance"), "unknown methods \\['dance'\\]"),
     (("--k", "500"), "k=500 is more than the 200 examples per class"),
     (("--k", "two"), "'two' is not a positive integer"),
+    (("--k", ""), "--k is empty"),
+    (("--k", "2,2"), "'2' is given twice"),
+    (("--steps", "-5"), "argument --steps: must be >= 1, got -5"),
+    (("--steps", "0"), "argument --steps: must be >= 1, got 0"),
+    (("--seeds", "0"), "argument --seeds: must be >= 1, got 0"),
+    (("--seeds", "-1"), "argument --seeds: must be >= 1, got -1"),
+    (("--methods", "proxy,proxy"), "a method is given twice"),
+    (("--out", "FILE"), "is a file, not a folder"),
+    (("--device", "tpu"), "unknown device 'tpu'"),
+    (("check", "--device", "tpu"), "unknown device 'tpu'"),
+    (("check", "--devices"), "unrecognized arguments"),
 ])
 def test_main_command_bad_options_are_named(tmp_path, args, message):
+    (tmp_path / "FILE").write_text("a file where --out wants a folder")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
     done = run_main(*args, cache=tmp_path)
     assert done.returncode == 2
     assert __import__("re").search(message, done.stderr), done.stderr
+    assert "Traceback" not in done.stderr and "source model" not in done.stdout  # refused before any work
