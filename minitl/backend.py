@@ -6,6 +6,7 @@ piece of array code runs on both. Random numbers are always drawn on the host
 (NumPy) and then moved, so one seed gives the same numbers on every device.
 """
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -168,6 +169,18 @@ def manual_seed(seed):
     """Seed every random draw minitl makes (weights, dropout masks, shuffles)."""
     global _rng
     _rng = numpy.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def fork_rng(seed):
+    """Inside the block every draw comes from a private generator seeded with `seed`; the global
+    generator is left exactly as it was (a helper that needs fixed weights never reseeds it)."""
+    global _rng
+    saved, _rng = _rng, numpy.random.default_rng(seed)
+    try:
+        yield
+    finally:
+        _rng = saved
 
 
 def host_rng(seed=None):

@@ -62,6 +62,25 @@ def _dropout_fixed_mask(x, p=0.3):
     return F.dropout(x, p)
 
 
+def _batch_norm_training(x, w, b):
+    """Batch statistics (no running ones), as in training."""
+    return F.batch_norm(x, None, None, w, b, training=True)
+
+
+def _batch_norm_eval(x, w, b):
+    """Fixed running statistics, as in eval mode."""
+    stats = backend.numpy_host.linspace(0.5, 1.5, x.shape[1]).astype(x.dtype)
+    running_mean, running_var = (T.Tensor(backend.to_device(a, x.device)) for a in (stats - 1, stats))
+    return F.batch_norm(x, running_mean, running_var, w, b, training=False)
+
+
+def _l2sp_fixed_anchors(*weights):
+    """L2-SP with anchors fixed by the weights' shapes (the same on every call)."""
+    anchors = [backend.to_device(backend.numpy_host.linspace(-1, 1, w.numel()).reshape(w.shape).astype(w.dtype),
+                                 w.device) for w in weights]
+    return F.l2sp_penalty(weights, anchors)
+
+
 R, P, NZ, D = "real", "positive", "nonzero", "distinct"
 
 OP_SPECS = [
@@ -97,4 +116,7 @@ OP_SPECS = [
     OpSpec("cross_entropy_composed", lambda z: F.cross_entropy_composed(z, _labels(z)), ((4, 3),), (R,), "logits"),
     OpSpec("mse_loss", F.mse_loss, ((3, 4), (3, 4)), (R, R), "pair"),
     OpSpec("mse_loss_composed", F.mse_loss_composed, ((3, 4), (3, 4)), (R, R), "pair"),
+    OpSpec("batch_norm_training", _batch_norm_training, ((3, 2, 3, 3), (2,), (2,)), (R, R, R), "batchnorm"),
+    OpSpec("l2sp_penalty", _l2sp_fixed_anchors, ((3, 2), (4,)), (R, R), "pair"),
+    OpSpec("batch_norm_eval", _batch_norm_eval, ((3, 2, 3, 3), (2,), (2,)), (R, R, R), "batchnorm"),
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from minitl import backend, nn
 from minitl import functional as F
-from minitl.autograd import Function, Tensor, manual_seed, no_grad
+from minitl.autograd import Tensor, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam
@@ -30,48 +30,87 @@ from minitl.training import accuracy, device_for_model, evaluating, fit
 # ---------------------------------------------------------------- the model
 
 
+NORMS = (None, "batch")
+
+
 class TransferCNN(nn.Module):
     """conv-relu-pool, conv-relu-pool, linear-relu (`features`), then `head`, the last Linear.
 
-    `features` is everything but the last layer; `head` is the seed's theta_y.
+    `features` is everything but the last layer; `head` is the seed's theta_y. With
+    norm="batch" every block is conv-BatchNorm-relu (and linear-BatchNorm-relu), the way the
+    backbones a learner meets next are built; the default has no normalisation.
     """
 
-    def __init__(self, num_classes, in_channels=1, image_size=16, width=16, hidden=64, device=None):
+    def __init__(self, num_classes, in_channels=1, image_size=16, width=16, hidden=64, norm=None, device=None):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"TransferCNN: norm must be one of {NORMS}, got {norm!r}")
         if image_size % 4:
             raise ValueError(f"TransferCNN: image_size must be a multiple of 4 (two 2x2 poolings), got {image_size}")
+        self.norm = norm
         flat = 2 * width * (image_size // 4) ** 2
+        batch = norm == "batch"
+
+        def conv_block(cin, cout):  # with batch norm a conv needs no bias: the norm's own bias follows
+            conv = nn.Conv2d(cin, cout, 3, padding=1, bias=not batch, device=device)
+            return [conv, nn.BatchNorm2d(cout, device=device)] if batch else [conv]
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, device=device), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1, device=device), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(flat, hidden, device=device), nn.ReLU())
+            *conv_block(in_channels, width), nn.ReLU(), nn.MaxPool2d(2),
+            *conv_block(width, 2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(flat, hidden, bias=not batch, device=device),
+            *([nn.BatchNorm1d(hidden, device=device)] if batch else []), nn.ReLU())
         self.head = nn.Linear(hidden, num_classes, device=device)
 
     def forward(self, x):
         return self.head(self.features(x))
 
 
-def model_for(data, device=None):
-    """A TransferCNN sized for a dataset's images and source classes."""
+def architecture(data, norm=None):
+    """What model_for(data, norm=norm) builds, as plain values (names the source model's file)."""
     c, h, _ = data.image_shape
-    return TransferCNN(len(data.source_classes), in_channels=c, image_size=h, device=device)
+    return {"model": "TransferCNN", "num_classes": len(data.source_classes), "in_channels": c, "image_size": h,
+            "width": 16, "hidden": 64, "norm": norm}
+
+
+def model_for(data, device=None, norm=None):
+    """A TransferCNN sized for a dataset's images and source classes."""
+    a = architecture(data, norm)
+    return TransferCNN(a["num_classes"], in_channels=a["in_channels"], image_size=a["image_size"], width=a["width"],
+                       hidden=a["hidden"], norm=norm, device=device)
 
 
 # ---------------------------------------------------------------- freezing and the head
 
 def freeze(module):
-    """No gradient, no graph, no optimizer update for any parameter of module; returns it."""
-    return module.requires_grad_(False)
+    """Freeze parameters and statistics together; returns the module.
+
+    No gradient, no graph, no optimizer update for any parameter, and every BatchNorm
+    inside normalises with its running statistics and never updates them, even after a
+    later model.train() (what Keras gives a layer with trainable = False). Note that
+    requires_grad_(False) alone, as in PyTorch, leaves the statistics moving in train mode.
+    """
+    module.requires_grad_(False)
+    for m in module.modules():
+        if hasattr(m, "freeze_statistics"):
+            m.freeze_statistics(True)
+    return module
 
 
 def unfreeze(module):
-    return module.requires_grad_(True)
+    """Undo freeze: parameters train again and BatchNorm statistics follow train/eval mode again."""
+    module.requires_grad_(True)
+    for m in module.modules():
+        if hasattr(m, "freeze_statistics"):
+            m.freeze_statistics(False)
+    return module
 
 
 def new_head(in_features, num_classes, seed, device=None):
-    """A freshly initialised Linear; the same seed always gives the same head."""
-    manual_seed(seed)
-    return nn.Linear(in_features, num_classes, device=device)
+    """A freshly initialised Linear; the same seed always gives the same head (drawn from a private
+    generator: the global one is not touched)."""
+    with backend.fork_rng(seed):
+        return nn.Linear(in_features, num_classes, device=device)
 
 
 def replace_head(model, num_classes, seed=0):
@@ -126,10 +165,10 @@ def cache_dir(folder=None):
 SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH = 500, 2e-3, 64
 
 
-def train_source(data, device=None, seed=0, steps=SOURCE_STEPS):
+def train_source(data, device=None, seed=0, steps=SOURCE_STEPS, norm=None):
     """Train a TransferCNN on the source task (Adam, a fixed number of steps); returns it."""
-    manual_seed(seed)
-    model = model_for(data, device)
+    with backend.fork_rng(seed):
+        model = model_for(data, device, norm)
     opt = Adam(model.parameters(), lr=SOURCE_LR)
     loader = DataLoader(data.source_train.x, data.source_train.y, SOURCE_BATCH, shuffle=True, seed=seed,
                         device=device)
@@ -137,26 +176,27 @@ def train_source(data, device=None, seed=0, steps=SOURCE_STEPS):
     return model
 
 
-def source_model_path(data, seed=0, folder=None):
+def source_model_path(data, seed=0, folder=None, norm=None):
     """Where source_model keeps the weights for this data, architecture, recipe and seed."""
-    recipe = json.dumps([data.name, data.source_train.fingerprint(), repr(model_for(data)),
+    recipe = json.dumps([data.name, data.source_train.fingerprint(), architecture(data, norm),
                          SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH, seed])
-    return os.path.join(cache_dir(folder), f"source-{data.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npz")
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return os.path.join(cache_dir(folder), f"source-{data.name}{'-' + norm if norm else ''}-{digest}.npz")
 
 
-def source_model(data, device=None, seed=0, folder=None, log=print):
+def source_model(data, device=None, seed=0, folder=None, log=print, norm=None):
     """The source model for `data`: loaded from the cache folder when a file for exactly this
     data, architecture and training recipe is there; trained and saved otherwise (seconds)."""
-    path = source_model_path(data, seed, folder)
+    path = source_model_path(data, seed, folder, norm)
     if os.path.exists(path):
         try:
-            model = model_for(data, device)
+            model = model_for(data, device, norm)
             model.load_state_dict(load(path))
             return model
         except ValueError as e:
             log(f"source model cache unusable ({e}); training again")
     start = time.perf_counter()
-    model = train_source(data, device, seed)
+    model = train_source(data, device, seed, norm=norm)
     save(model.state_dict(), path)
     log(f"trained the source model on {data.name} in {time.perf_counter() - start:.1f} s "
         f"(source test accuracy {accuracy(model, data.source_test, device):.3f}); saved to {path}")
@@ -263,23 +303,6 @@ def feature_mse_composed(features, source_features):
     return F.mse_loss_composed(features, source_features.detach())
 
 
-class L2SPPenalty(Function):
-    """R = 1/2 sum_i ||w_i - w0_i||^2 over the listed weights;  gw_i = gR * (w_i - w0_i)"""
-    reads_inputs = False  # backward uses the differences it saved
-    def __init__(self, anchors):
-        self.anchors = anchors
-
-    def forward(self, *weights):
-        self.diffs = [w - a for w, a in zip(weights, self.anchors)]
-        total = (self.diffs[0] * self.diffs[0]).sum()  # a 0-d array of the weights' own array module
-        for d in self.diffs[1:]:
-            total = total + (d * d).sum()
-        return total * 0.5
-
-    def backward(self, gy):
-        return tuple(gy * d if need else None for d, need in zip(self.diffs, self.needs_grad))
-
-
 class L2SP:
     """L2-SP: R = 1/2 sum ||w - w_source||^2 over a backbone's parameters, anchored where they
     are when this is created. A sum, not a mean: lambda ~ 1e-3 to 1e-2 suits a 30k-weight backbone."""
@@ -289,7 +312,7 @@ class L2SP:
         self.anchors = [p.data.copy() for p in self.params]
 
     def __call__(self):
-        return L2SPPenalty(self.anchors)(*self.params)
+        return F.l2sp_penalty(self.params, self.anchors)
 
     def composed(self):
         total = 0
@@ -330,14 +353,14 @@ def _check_labels(train, num_classes):
                          f"but the head has {num_classes} outputs")
 
 
-def train_scratch(data, train, budget=Budget(), seed=0, device=None):
+def train_scratch(data, train, budget=Budget(), seed=0, device=None, norm=None):
     """A new TransferCNN trained on the target examples alone: the baseline."""
     start = time.perf_counter()
-    manual_seed(seed)
     num_classes = len(data.target_classes)
     _check_labels(train, num_classes)
     c, h, _ = data.image_shape
-    model = TransferCNN(num_classes, in_channels=c, image_size=h, device=device)
+    with backend.fork_rng(seed):
+        model = TransferCNN(num_classes, in_channels=c, image_size=h, norm=norm, device=device)
     opt = Adam(model.parameters(), lr=budget.lr)
     losses = fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
                   budget.steps)
@@ -422,25 +445,34 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     return Result(method, accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
 
-METHODS = ("scratch", "linear_probe", "proxy", "fine_tune", "fine_tune+feature_mse", "fine_tune+l2sp")
+# Every method by name, as the comparison table runs it: each entry takes
+# (source, data, train, cache, budget, seed, device) and returns a Result.
+RECIPES = {
+    "scratch": lambda source, data, train, cache, budget, seed, device:
+        train_scratch(data, train, budget, seed, device, norm=source.norm),
+    "linear_probe": lambda source, data, train, cache, budget, seed, device:
+        linear_probe(source, data, train, budget, seed, device),
+    "proxy": lambda source, data, train, cache, budget, seed, device:
+        proxy_train(source, data, train, cache, budget, seed, device),
+    "fine_tune": lambda source, data, train, cache, budget, seed, device:
+        fine_tune(source, data, train, budget, seed, device),
+    "fine_tune+feature_mse": lambda source, data, train, cache, budget, seed, device:
+        fine_tune(source, data, train, budget, seed, device, regularizer="feature_mse"),
+    "fine_tune+l2sp": lambda source, data, train, cache, budget, seed, device:
+        fine_tune(source, data, train, budget, seed, device, regularizer="l2sp"),
+}
+METHODS = tuple(RECIPES)
 
 
 def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None):
     """One method by name, as the comparison table runs it."""
-    if method == "scratch":
-        return train_scratch(data, train, budget, seed, device)
-    if method == "linear_probe":
-        return linear_probe(source, data, train, budget, seed, device)
-    if method == "proxy":
-        return proxy_train(source, data, train, cache, budget, seed, device)
-    if method == "fine_tune":
-        return fine_tune(source, data, train, budget, seed, device)
-    if method.startswith("fine_tune+") and method.split("+", 1)[1] in REGULARIZERS:
-        return fine_tune(source, data, train, budget, seed, device, regularizer=method.split("+", 1)[1])
-    raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
+    if method not in RECIPES:
+        raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
+    return RECIPES[method](source, data, train, cache, budget, seed, device)
 
 
 __all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "extract_features",
            "weights_hash", "cache_dir", "train_source", "source_model_path", "source_model", "FeatureCache",
+           "architecture",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
-           "proxy_train", "fine_tune", "run_method", "METHODS", "REGULARIZERS"]
+           "proxy_train", "fine_tune", "run_method", "RECIPES", "METHODS", "REGULARIZERS", "NORMS"]

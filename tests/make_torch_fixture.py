@@ -5,7 +5,9 @@ Run by hand where torch==2.13.0 is installed (CI has no PyTorch):
     python tests/make_torch_fixture.py
 
 test_torch_parity.py checks minitl against the file: logits, loss, every
-gradient, and the weights after two SGD-momentum and two Adam steps.
+gradient, and the weights after two SGD-momentum and two Adam steps; and for a
+small CNN with BatchNorm2d and BatchNorm1d, three train-mode SGD steps (logits,
+every gradient, the running statistics after each) and then eval-mode logits.
 """
 
 import pathlib
@@ -23,6 +25,37 @@ def build():
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(4, 6, 3, stride=1, padding=1), nn.ReLU(), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(6 * 2 * 2, 3)).double()
+
+
+def build_bn():
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).double()
+
+
+def batch_norm_steps(out):
+    """Three train-mode steps of a CNN with batch norm, then eval mode: every number under "bn/"."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    model = build_bn()
+    out.update({f"bn/w/{k}": v.detach().numpy().copy() for k, v in model.state_dict().items()})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    for step in range(3):
+        x, y = rng.standard_normal((6, 1, 8, 8)) + step, rng.integers(0, 3, 6)
+        xt = torch.tensor(x, requires_grad=True)
+        logits = model(xt)
+        loss = nn.functional.cross_entropy(logits, torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.update({f"bn/{step}/x": x, f"bn/{step}/y": y, f"bn/{step}/logits": logits.detach().numpy(),
+                    f"bn/{step}/g/x": xt.grad.numpy()})
+        out.update({f"bn/{step}/g/{k}": p.grad.numpy().copy() for k, p in model.named_parameters()})
+        out.update({f"bn/{step}/state/{k}": v.detach().numpy().copy() for k, v in model.state_dict().items()})
+    model.eval()
+    out["bn/eval/x"] = rng.standard_normal((4, 1, 8, 8))
+    out["bn/eval/logits"] = model(torch.tensor(out["bn/eval/x"])).detach().numpy()
 
 
 def main():
@@ -52,6 +85,7 @@ def main():
             opt.step()
         out.update({f"{name}/{k}": v.detach().numpy().copy() for k, v in model.state_dict().items()})
 
+    batch_norm_steps(out)
     OUT.parent.mkdir(exist_ok=True)
     np.savez(OUT, **out)
     print(f"wrote {OUT} ({len(out)} arrays, torch {torch.__version__})")

@@ -113,9 +113,20 @@ def pair(draw, spec):
     return (s, s), {}
 
 
+@st.composite
+def batchnorm(draw, spec):
+    """(N, C) or (N, C, H, W) with at least 2 values per channel (training needs a variance), and (C,) twice."""
+    c = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        x = (draw(st.integers(2, 5)), c)
+    else:
+        x = (draw(st.integers(1, 3)), c, draw(st.integers(1, 3)), draw(st.integers(2, 3)))
+    return (x, (c,), (c,)), {}
+
+
 KINDS = {"unary": unary, "pow": pow_, "broadcast": broadcast, "matmul": matmul, "reduce": reduce,
          "reshape": reshape, "transpose": transpose, "getitem": getitem, "linear": linear, "conv2d": conv2d,
-         "pool": pool, "logits": logits, "pair": pair}
+         "pool": pool, "logits": logits, "pair": pair, "batchnorm": batchnorm}
 
 
 def shapes_and_params(spec):

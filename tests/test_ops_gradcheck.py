@@ -33,3 +33,13 @@ def test_only_needed_gradients_are_computed(spec, device):
     out.backward(mt.tensor(np.ones(out.shape), dtype=mt.float64, device=device))
     assert inputs[0].grad is not None and inputs[0].grad.shape == inputs[0].data.shape
     assert all(x.grad is None for x in inputs[1:])
+
+
+def test_batch_norm_needs_a_random_upstream_gradient(device):
+    """With sum() as the loss, batch norm's input gradient in training mode is zero whatever the
+    backward does (the normalised outputs of a channel always sum to zero): a check with an
+    all-ones upstream gradient would pass a broken backward. gradcheck draws it at random."""
+    x = mt.tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True, device=device)
+    mt.functional.batch_norm(x, None, None, training=True).sum().backward()
+    assert np.abs(mt.backend.to_host(x.grad)).max() < 1e-12
+    assert mt.gradcheck(lambda x: mt.functional.batch_norm(x, None, None, training=True), [x])

@@ -56,3 +56,59 @@ def test_two_optimizer_steps_match_pytorch(ref, device, name, make):
         opt.step()
     for k, v in model.state_dict().items():
         np.testing.assert_allclose(mt.backend.to_host(v), ref[f"{name}/{k}"], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+def build_bn(ref):
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False, dtype=mt.float64), nn.BatchNorm2d(4, dtype=mt.float64), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 8, dtype=mt.float64), nn.BatchNorm1d(8, dtype=mt.float64),
+        nn.ReLU(), nn.Linear(8, 3, dtype=mt.float64))
+    model.load_state_dict({k[5:]: v for k, v in ref.items() if k.startswith("bn/w/")})  # PyTorch's keys, as they are
+    return model
+
+
+def test_batch_norm_train_steps_and_eval_match_pytorch(ref, device):
+    """Three SGD steps in train mode (logits, every gradient, running statistics and the batch count
+    after each), then eval mode, which uses the running statistics."""
+    model = build_bn(ref).to(device)
+    opt = mt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    close = lambda a, b, what: np.testing.assert_allclose(mt.backend.to_host(a), b, rtol=1e-9, atol=1e-12,
+                                                          err_msg=what)
+    for step in range(3):
+        x = mt.tensor(ref[f"bn/{step}/x"], requires_grad=True, device=device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, ref[f"bn/{step}/y"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        close(logits.data, ref[f"bn/{step}/logits"], f"step {step} logits")
+        close(x.grad, ref[f"bn/{step}/g/x"], f"step {step} input gradient")
+        for name, p in model.named_parameters():
+            close(p.grad, ref[f"bn/{step}/g/{name}"], f"step {step} gradient of {name}")
+        for name, v in model.state_dict().items():
+            close(v, ref[f"bn/{step}/state/{name}"], f"step {step} {name}")
+    model.eval()
+    close(model(mt.tensor(ref["bn/eval/x"], device=device)).data, ref["bn/eval/logits"], "eval logits")
+
+
+def test_a_batch_norm_state_dict_goes_to_pytorch_and_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    mt.manual_seed(0)
+    ours = nn.BatchNorm2d(3, dtype=mt.float64)
+    ours.train()
+    ours(mt.tensor(np.random.default_rng(0).standard_normal((4, 3, 5, 5)) * 3 + 1))  # move the statistics
+    mt.save(ours.state_dict(), tmp_path / "bn.npz")
+    theirs = torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in mt.load(tmp_path / "bn.npz").items()})
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 4))
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(mt.tensor(x)).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
+    back = nn.BatchNorm2d(3, dtype=mt.float64)
+    back.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    for k, v in ours.state_dict().items():
+        assert np.array_equal(v, back.state_dict()[k]), k
+    assert int(back.num_batches_tracked.numpy()) == 1

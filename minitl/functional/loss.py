@@ -117,3 +117,35 @@ def mse_loss_composed(a, b):
     """The same loss from primitive ops: ((a - b) ** 2).mean()."""
     _check_same_shape(a, b, "mse_loss")
     return ((a - b) ** 2).mean()
+
+
+class L2SPPenalty(Function):
+    """R = 1/2 sum_i ||w_i - w0_i||^2 over the listed weights;  gw_i = gR * (w_i - w0_i)"""
+    reads_inputs = False  # backward uses the differences it saved
+
+    def __init__(self, anchors):
+        self.anchors = anchors
+
+    def forward(self, *weights):
+        self.diffs = [w - a for w, a in zip(weights, self.anchors)]
+        total = (self.diffs[0] * self.diffs[0]).sum()  # a 0-d array of the weights' own array module
+        for d in self.diffs[1:]:
+            total = total + (d * d).sum()
+        return total * 0.5
+
+    def backward(self, gy):
+        return tuple(gy * d if need else None for d, need in zip(self.diffs, self.needs_grad))
+
+
+def l2sp_penalty(weights, anchors):
+    """L2-SP's R = 1/2 sum ||w - w0||^2 over weights (tensors) and their anchors (arrays of the same
+    shapes, on the same device): how far fine-tuning has moved the weights from the source's."""
+    weights, anchors = list(weights), list(anchors)
+    if not weights or len(weights) != len(anchors):
+        raise ValueError(f"l2sp_penalty: {len(weights)} weights and {len(anchors)} anchors; give one anchor per weight")
+    check_compatible("l2sp_penalty", *weights)
+    for i, (w, a) in enumerate(zip(weights, anchors)):
+        if tuple(a.shape) != w.shape or backend.device_of(a) != w.device:
+            raise ValueError(f"l2sp_penalty: anchor {i} has shape {tuple(a.shape)} on {backend.device_of(a)}, "
+                             f"its weight {w.shape} on {w.device}")
+    return L2SPPenalty(anchors)(*weights)

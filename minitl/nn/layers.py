@@ -119,6 +119,79 @@ class AvgPool2d(_Pool2d):
             return F.avg_pool2d(x, self.kernel_size, self.stride)
 
 
+class _BatchNorm(Module):
+    """What BatchNorm1d and BatchNorm2d share (PyTorch's arguments, buffers and state-dict keys).
+
+    In training mode it normalises with the batch's statistics and moves its running
+    statistics; in eval mode it uses them. `freeze_statistics()` (what transfer.freeze calls)
+    makes it use and keep its running statistics whatever the mode, so a later model.train()
+    cannot move them.
+    """
+
+    input_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        _check_sizes(name, num_features=num_features)
+        dtype = _float_dtype(name, dtype)
+        if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None (a cumulative average), got {momentum!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.stats_frozen = False
+        device = backend.check_device(device)
+        ones = lambda: backend.to_device(backend.numpy_host.ones(num_features, dtype=dtype), device)
+        zeros = lambda: backend.to_device(backend.numpy_host.zeros(num_features, dtype=dtype), device)
+        self.weight = Parameter(ones()) if affine else None
+        self.bias = Parameter(zeros()) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", zeros())
+            self.register_buffer("running_var", ones())
+            self.register_buffer("num_batches_tracked",
+                                 backend.to_device(backend.numpy_host.zeros((), dtype=backend.int64), device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def freeze_statistics(self, flag=True):
+        """Normalise with the running statistics and never update them, in any mode (flag=False undoes it)."""
+        object.__setattr__(self, "stats_frozen", bool(flag))
+        return self
+
+    def forward(self, x):
+        with _named_errors(self):
+            if getattr(x, "ndim", None) not in self.input_dims:
+                raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
+                                 f"shape {getattr(x, 'shape', type(x).__name__)}")
+            use_batch_stats = (self.training and not self.stats_frozen) or self.running_mean is None
+            momentum = 0.0 if self.momentum is None else self.momentum
+            if use_batch_stats and self.num_batches_tracked is not None:
+                self.num_batches_tracked.data += 1  # counted on the device: no sync
+                if self.momentum is None:  # a cumulative average: the count is needed on the host once
+                    momentum = 1.0 / float(self.num_batches_tracked.data)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                training=use_batch_stats, momentum=momentum, eps=self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) input, per feature."""
+    input_dims = (2,)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input, per channel."""
+    input_dims = (4,)
+
+
 class ReLU(Module):
     def forward(self, x):
         with _named_errors(self):

@@ -24,10 +24,15 @@ class Module:
 
     Assigning a Parameter or a Module as an attribute registers it, so
     `named_parameters()` finds it under a dotted name like `features.0.weight`.
+    Buffers (`register_buffer`) are state that is not trained, such as BatchNorm's
+    running statistics: persistent ones are saved in the state dict and all move with
+    `to(device)`.
     """
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
@@ -35,6 +40,13 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
+        if name in self._buffers:  # assigning to a buffer replaces its tensor, it stays a buffer
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor or None, "
+                                f"not a {type(value).__name__}")
+            self._buffers[name] = value
+            object.__setattr__(self, name, value)
+            return
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -45,8 +57,31 @@ class Module:
 
     def __delattr__(self, name):
         self._parameters.pop(name, None)
+        self._buffers.pop(name, None)
+        self._non_persistent.discard(name)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Add a buffer: a tensor (or an array, or None) that is module state but not a parameter.
+        Persistent buffers are in the state dict under the module's dotted name."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"register_buffer: the name must be a non-empty string without '.', got {name!r}")
+        if name in self._parameters or name in self._modules or (hasattr(self, name) and name not in self._buffers):
+            raise KeyError(f"register_buffer: {type(self).__name__} already has an attribute {name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            if not backend.is_array(tensor):
+                raise TypeError(f"register_buffer: {name!r} must be a Tensor, an array or None, "
+                                f"not a {type(tensor).__name__}")
+            tensor = Tensor(tensor)
+        if tensor is not None and tensor.requires_grad:
+            raise ValueError(f"register_buffer: {name!r} requires grad; a trained tensor is a Parameter")
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+        object.__setattr__(self, name, tensor)
 
     def forward(self, *args):
         raise TypeError(f"{type(self).__name__} must define forward")
@@ -81,6 +116,28 @@ class Module:
     def parameters(self):
         return (p for _, p in self.named_parameters())
 
+    def named_buffers(self, prefix=""):
+        """(dotted name, Tensor) pairs of every buffer that is not None, in registration order."""
+        for module_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), b
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    def _state_tensors(self):
+        """(name, tensor) of everything the state dict holds: per module, its parameters, then its
+        persistent buffers (PyTorch's order and keys)."""
+        seen = set()
+        for module_name, module in self.named_modules():
+            entries = list(module._parameters.items()) + [(n, b) for n, b in module._buffers.items()
+                                                           if b is not None and n not in module._non_persistent]
+            for name, t in entries:
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    yield (f"{module_name}.{name}" if module_name else name), t
+
     # ---- modes and devices
     def train(self, mode=True):
         """Training mode (dropout active); returns self."""
@@ -103,9 +160,9 @@ class Module:
             p.grad = None
 
     def to(self, device):
-        """Move every parameter (and its gradient) to a device, in place; returns self."""
+        """Move every parameter (and its gradient) and every buffer to a device, in place; returns self."""
         device = backend.check_device(device)
-        for p in self.parameters():
+        for p in list(self.parameters()) + list(self.buffers()):
             if p.device != device:
                 p.data = backend.to_device(p.data, device)
                 p.bump_version()
@@ -115,17 +172,18 @@ class Module:
 
     # ---- state
     def state_dict(self):
-        """name -> a copy of the parameter's array, on the module's device (frozen ones included)."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """name -> a copy of the array of every parameter (frozen ones included) and persistent
+        buffer, on the module's device."""
+        return OrderedDict((name, t.data.copy()) for name, t in self._state_tensors())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters. Every key, shape and value is checked first (each
+        """Copy arrays into the parameters and persistent buffers. Every key, shape and value is checked first (each
         value must be an array or tensor of real numbers, integers or bools), so a failed load
         changes nothing. Returns (missing keys, unexpected keys)."""
         where = f"load_state_dict into {type(self).__name__}"
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{where}: expected a dict of name -> array, got {type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._state_tensors())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems, values = [], {}
