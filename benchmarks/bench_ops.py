@@ -78,6 +78,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, batch 64 only")
     args = parser.parse_args()
+    backend.tune_malloc()  # as minitl's own programs do (see minitl/backend.py)
     device, repeat = args.device, (5 if args.quick else 15)
     batches = [64] if args.quick else [64, 256]
     results = {"device": device, "conv": [], "step": {}}

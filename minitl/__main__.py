@@ -32,7 +32,9 @@ def check_main(argv):
 
 
 def main(argv=None):
+    from minitl import backend
     argv = sys.argv[1:] if argv is None else argv
+    backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
 
@@ -47,6 +49,8 @@ def main(argv=None):
                         help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
     parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run (default 200)")
+    parser.add_argument("--norm", choices=["none", "batch"], default="none",
+                        help="the transfer CNN's normalisation: none (the default table) or batch (conv-BN-ReLU)")
     parser.add_argument("--quick", action="store_true", help="a reduced run for a first look and for CI")
     parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-k plot")
     args = parser.parse_args(argv)
@@ -57,7 +61,8 @@ def main(argv=None):
         if args.out is not None:
             check_out_folder(args.out)
         run_comparison(dataset=args.dataset, methods=methods, ks=ks, seeds=args.seeds or quick.get("seeds", 3),
-                       steps=args.steps or quick.get("steps", 200), device=args.device, out=args.out)
+                       steps=args.steps or quick.get("steps", 200), device=args.device, out=args.out,
+                       norm=None if args.norm == "none" else args.norm)
     except (ValueError, ImportError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

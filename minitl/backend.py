@@ -22,27 +22,37 @@ try:  # CuPy is optional: the "gpu" extra
 except ImportError:  # pragma: no cover - depends on the machine
     cupy = None
 
-def _reuse_freed_memory():
+_malloc_tuned = False
+
+
+def tune_malloc():
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
 
-    By default a large array (over 128 KiB) gets fresh pages from the kernel each
-    time and gives them back when freed, so every training step pays thousands of
-    page faults for its temporaries (measured: 1.9x slower at batch 64). Keeping
-    freed memory makes steady-state steps fault-free, as a caching allocator
-    would. Set MINITL_REUSE_MEMORY=0 to keep malloc's defaults.
+    By default a large array (over 128 KiB) gets fresh pages from the kernel each time and
+    gives them back when freed, so every training step pays thousands of page faults for its
+    temporaries; keeping freed memory makes steady-state steps fault-free, as a caching
+    allocator would. It changes malloc for the whole process (memory freed by any library is
+    then kept, not returned), so importing minitl never does it: minitl's own programs call it
+    (python -m minitl, the lessons, the benchmarks), and a training script may call it once at
+    its start. MINITL_REUSE_MEMORY=0 turns it off. Returns whether it took effect.
     """
+    global _malloc_tuned
     if os.environ.get("MINITL_REUSE_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl, ...): nothing to tune
-        return
+        return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
-    libc.mallopt(m_mmap_threshold, ctypes.c_int(2**30))
+    _malloc_tuned = bool(libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1))
+                         and libc.mallopt(m_mmap_threshold, ctypes.c_int(2**30)))
+    return _malloc_tuned
 
 
-_reuse_freed_memory()
+def malloc_tuned():
+    """Whether tune_malloc() has changed malloc in this process."""
+    return _malloc_tuned
+
 
 numpy_host = numpy  # the host array module, for code that must run on the CPU (data, io)
 

@@ -70,10 +70,12 @@ def _fmt(values):
 
 
 def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, seeds=3, steps=200, device=None,
-                   out=None, log=print):
+                   out=None, log=print, norm=None):
     """Run the table; returns {method: {k: {"accuracy": [...], "seconds": [...]}}}."""
     device = backend.check_device(device)
     parse_methods(",".join(methods))
+    if norm not in transfer.NORMS:
+        raise ValueError(f"norm must be one of {transfer.NORMS}, got {norm!r}")
     for name, value in (("seeds", seeds), ("steps", steps)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -83,11 +85,12 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     for k in ks:  # every k is checked before any training starts
         k_shot(data.target_pool, k)
     budget = transfer.Budget(steps=steps)
-    log(f"{data.name}: {len(data.source_classes)} source classes, {len(data.target_classes)} target classes, "
+    log(f"{data.name}{' (batch norm)' if norm else ''}: {len(data.source_classes)} source classes, "
+        f"{len(data.target_classes)} target classes, "
         f"images {data.image_shape}; {steps} steps per run (batch {budget.batch_size}), {seeds} seeds, "
         f"device {device}")
     start = time.perf_counter()
-    source = transfer.source_model(data, device, log=log)
+    source = transfer.source_model(data, device, log=log, norm=norm)
     cache = transfer.FeatureCache(log=log)
     table = {m: {} for m in methods}
     cells, done = len(methods) * len(ks), 0
@@ -110,7 +113,7 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     log(f"\ntotal {total:.1f} s")
     if out:
         write_outputs(out, table, ks, dict(dataset=dataset, methods=list(methods), k=[str(k) for k in ks],
-                                           seeds=seeds, steps=steps, device=device, seconds=total), log)
+                                           seeds=seeds, steps=steps, device=device, norm=norm, seconds=total), log)
     return table
 
 

@@ -3,13 +3,22 @@
 import argparse
 import os
 
+from minitl import backend
+
 
 def lesson_arguments(doc, argv=None):
-    """Every lesson's command line: --device and --quick."""
+    """Every lesson's command line: --device and --quick. A device that cannot be used (cuda
+    without CuPy or a GPU) ends the lesson at once with one line and exit code 2."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (seconds), as CI runs it")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.device = backend.check_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        parser.exit(2, f"error: {e}\n")
+    backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
+    return args
 
 
 def table(headers, rows):
