@@ -1,5 +1,6 @@
-"""python -m minitl [options]   the transfer-learning comparison (the main job)
-python -m minitl check        the install doctor: versions, devices, a gradcheck of every op"""
+"""python -m minitl [options]          the transfer-learning comparison (the main job)
+python -m minitl layers [options]   a linear probe at every layer of the source network
+python -m minitl check              the install doctor: versions, devices, a gradcheck of every op"""
 
 import argparse
 import sys
@@ -31,12 +32,39 @@ def check_main(argv):
     return 1 if run_check(devices=devices) else 0
 
 
+def layers_main(argv):
+    from minitl import data
+    from minitl.compare import parse_k
+    from minitl.layers import DEFAULT_K, QUICK, run_layers
+    parser = argparse.ArgumentParser(prog="python -m minitl layers", description="a linear probe on every layer "
+                                     "of the source network: which layer transfers to the target task?")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
+    parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(sorted(data.DATASETS))}")
+    parser.add_argument("--k", default=None,
+                        help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (k=2,all; 2 seeds)")
+    parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-depth plot")
+    args = parser.parse_args(argv)
+    quick = QUICK if args.quick else {}
+    try:
+        ks = parse_k(args.k) if args.k is not None else quick.get("k", DEFAULT_K)
+        run_layers(dataset=args.dataset, ks=ks, seeds=args.seeds or quick.get("seeds", 3), device=args.device,
+                   out=args.out)
+    except (ValueError, ImportError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
     from minitl import backend
     argv = sys.argv[1:] if argv is None else argv
     backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
+    if argv[:1] == ["layers"]:
+        return layers_main(argv[1:])
 
     from minitl import data, transfer
     from minitl.compare import DEFAULT_K, QUICK, check_out_folder, parse_k, parse_methods, run_comparison
@@ -48,9 +76,12 @@ def main(argv=None):
     parser.add_argument("--k", default=None,
                         help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run (default 200)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="training steps for every run (default: each method's budget, minitl.transfer.BUDGETS)")
     parser.add_argument("--norm", choices=["none", "batch"], default="none",
                         help="the transfer CNN's normalisation: none (the default table) or batch (conv-BN-ReLU)")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="processes running the table's runs (default: one per core, at most 2; 1 on cuda)")
     parser.add_argument("--quick", action="store_true", help="a reduced run for a first look and for CI")
     parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-k plot")
     args = parser.parse_args(argv)
@@ -61,8 +92,8 @@ def main(argv=None):
         if args.out is not None:
             check_out_folder(args.out)
         run_comparison(dataset=args.dataset, methods=methods, ks=ks, seeds=args.seeds or quick.get("seeds", 3),
-                       steps=args.steps or quick.get("steps", 200), device=args.device, out=args.out,
-                       norm=None if args.norm == "none" else args.norm)
+                       steps=args.steps or quick.get("steps"), device=args.device, out=args.out,
+                       norm=None if args.norm == "none" else args.norm, jobs=args.jobs)
     except (ValueError, ImportError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,18 +6,20 @@ mean +- std over seeds, and seconds per run. Every method gets the same fixed
 step budget; the test set is only ever used to report accuracy.
 """
 
+import dataclasses
 import json
+import math
 import os
 import statistics
 import time
 
-from minitl import backend, report, transfer
+from minitl import backend, parallel, report, transfer
 from minitl.data import k_shot, load_dataset
 from minitl.io import atomic_write
 from minitl.training import NonFiniteLoss
 
 DEFAULT_K = (2, 5, 10, 20, "all")
-QUICK = dict(k=(2, 10, "all"), seeds=2, steps=100)
+QUICK = dict(k=(2, 10, "all"), seeds=2, steps=100)  # a first look: every method gets 100 steps
 
 
 def parse_k(text):
@@ -69,14 +71,50 @@ def _fmt(values):
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, seeds=3, steps=200, device=None,
-                   out=None, log=print, norm=None):
-    """Run the table; returns {method: {k: {"accuracy": [...], "seconds": [...]}}}."""
+def budgets_for(dataset, methods, steps=None):
+    """Each method's budget (transfer.budgets_for); `steps` replaces every step count (quick runs)."""
+    budgets = {m: transfer.budgets_for(dataset)[m] for m in methods}
+    if steps is not None:
+        budgets = {m: dataclasses.replace(b, steps=steps, epochs=0.0, max_steps=0) for m, b in budgets.items()}
+    return budgets
+
+
+def curve(losses, points=200):
+    """A loss curve short enough to keep: the mean of each of at most `points` equal windows."""
+    width = max(1, math.ceil(len(losses) / points))
+    return [statistics.fmean(losses[i:i + width]) for i in range(0, len(losses), width)], width
+
+
+_RUN = {}  # what every run shares: set before the runs start (worker processes inherit it)
+
+
+def _one_run(run):
+    """One (method, k, seed) of the table: (accuracy, seconds, losses)."""
+    method, k, seed = run
+    data = _RUN["data"]
+    train = k_shot(data.target_pool, k, seed)
+    try:
+        result = transfer.run_method(method, _RUN["source"], data, train, _RUN["cache"], _RUN["budgets"][method],
+                                     seed, _RUN["device"])
+    except NonFiniteLoss as e:  # no table of NaN-trained models: stop and say where
+        raise NonFiniteLoss(f"{method}, k={k}, seed={seed}: {e}") from None
+    return result.accuracy, result.seconds, result.losses
+
+
+def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, seeds=3, steps=None, device=None,
+                   out=None, log=print, norm=None, jobs=None):
+    """Run the table; returns {method: {k: {"accuracy": [...], "seconds": [...], "steps": [...], "loss_curve":
+    [...], "loss_curve_step": n}}}. Each method trains with its own budget (transfer.BUDGETS), unless
+    `steps` gives every method that many steps. The runs are independent and seeded, so `jobs`
+    processes (default: one per core, on the CPU) give the same table as one, sooner."""
     device = backend.check_device(device)
+    jobs = parallel.default_jobs(device) if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     parse_methods(",".join(methods))
     if norm not in transfer.NORMS:
         raise ValueError(f"norm must be one of {transfer.NORMS}, got {norm!r}")
-    for name, value in (("seeds", seeds), ("steps", steps)):
+    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if out is not None:
@@ -84,70 +122,98 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     data = load_dataset(dataset)
     for k in ks:  # every k is checked before any training starts
         k_shot(data.target_pool, k)
-    budget = transfer.Budget(steps=steps)
+    budgets = budgets_for(dataset, methods, steps)
     log(f"{data.name}{' (batch norm)' if norm else ''}: {len(data.source_classes)} source classes, "
-        f"{len(data.target_classes)} target classes, "
-        f"images {data.image_shape}; {steps} steps per run (batch {budget.batch_size}), {seeds} seeds, "
-        f"device {device}")
+        f"{len(data.target_classes)} target classes, images {data.image_shape}; {seeds} seeds, device {device}; "
+        + ("each method with its own budget (minitl.transfer.BUDGETS)" if steps is None else f"{steps} steps per run"))
     start = time.perf_counter()
     source = transfer.source_model(data, device, log=log, norm=norm)
     cache = transfer.FeatureCache(log=log)
+    head_acc, source_acc = transfer.check_cache_on_source_task(source, data, cache, device=device)
+    log(f"feature cache check (the seed's section 3 read literally): a head trained on the cached source features "
+        f"scores {head_acc:.3f} on the source test set, the source model {source_acc:.3f}")
     table = {m: {} for m in methods}
-    cells, done = len(methods) * len(ks), 0
-    for method in methods:
-        for k in ks:
-            accs, secs = [], []
-            for seed in range(seeds):
-                train = k_shot(data.target_pool, k, seed)
-                try:
-                    result = transfer.run_method(method, source, data, train, cache, budget, seed, device)
-                except NonFiniteLoss as e:  # no table of NaN-trained models: stop and say where
-                    raise NonFiniteLoss(f"{method}, k={k}, seed={seed}: {e}") from None
-                accs.append(result.accuracy)
-                secs.append(result.seconds)
-            table[method][str(k)] = {"accuracy": accs, "seconds": secs}
-            done += 1
-            log(f"  [{done:>2}/{cells}] {method:<22} k={str(k):<4} {_fmt(accs)}  ({statistics.fmean(secs):.2f} s/run)")
+    cells = [(method, k) for method in methods for k in ks]
+    runs = [(method, k, seed) for method, k in cells for seed in range(seeds)]
+    _RUN.update(source=source, data=data, cache=cache, budgets=budgets, device=device)
+    log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}, each with one BLAS thread")
+    results = iter(parallel.map_runs(_one_run, runs, jobs))
+    for done, (method, k) in enumerate(cells, start=1):
+        cell = {"accuracy": [], "seconds": [], "steps": [], "loss_curve": []}
+        for _ in range(seeds):
+            accuracy, seconds, losses = next(results)
+            cell["accuracy"].append(accuracy)
+            cell["seconds"].append(seconds)
+            cell["steps"].append(len(losses))
+            points, cell["loss_curve_step"] = curve(losses)
+            cell["loss_curve"].append(points)
+        table[method][str(k)] = cell
+        log(f"  [{done:>2}/{len(cells)}] {method:<22} k={str(k):<4} {report.mean_std(cell['accuracy'])}  "
+            f"({statistics.fmean(cell['seconds']):.2f} s/run, {cell['steps'][0]} steps)")
     total = time.perf_counter() - start
     print_table(table, ks, log)
     log(f"\ntotal {total:.1f} s")
     if out:
-        write_outputs(out, table, ks, dict(dataset=dataset, methods=list(methods), k=[str(k) for k in ks],
-                                           seeds=seeds, steps=steps, device=device, norm=norm, seconds=total), log)
+        config = dict(dataset=dataset, methods=list(methods), k=[str(k) for k in ks], seeds=seeds, device=device,
+                      norm=norm, seconds=total, jobs=jobs, budgets={m: b.__dict__ for m, b in budgets.items()},
+                      source_cache_check=dict(head=head_acc, source=source_acc))
+        write_outputs(out, table, ks, config, log)
     return table
 
 
 def print_table(table, ks, log=print):
     headers = ["method"] + [f"k={k}" for k in ks]
     log("\naccuracy on the held-out target test set, mean ± std over seeds")
-    log(report.table(headers, [[m] + [_fmt(row[str(k)]["accuracy"]) for k in ks] for m, row in table.items()]))
-    log("\nseconds per run")
-    log(report.table(headers, [[m] + [statistics.fmean(row[str(k)]["seconds"]) for k in ks]
+    log(report.table(headers, [[m] + [report.mean_std(row[str(k)]["accuracy"]) for k in ks]
                                for m, row in table.items()]))
+    log("\nseconds per run (steps)")
+    log(report.table(headers, [[m] + [f"{statistics.fmean(row[str(k)]['seconds']):.2f} ({row[str(k)]['steps'][0]})"
+                                      for k in ks] for m, row in table.items()]))
+
+
+def save_json(folder, name, obj, log=print):
+    """folder/name as JSON, written atomically under a unique temporary name (runs sharing --out never collide)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1)
+    log(f"results: {path}")
+    return path
 
 
 def write_outputs(folder, table, ks, config, log=print):
-    """results.json, and accuracy-vs-k.png when matplotlib is installed."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "results.json")
-    with atomic_write(path, "w") as f:  # a unique temporary name: two runs sharing --out never collide
-        json.dump({"config": config, "table": table}, f, indent=1)
-    log(f"results: {path}")
+    """results.json, and accuracy-vs-k.png and loss-curves.png when matplotlib is installed."""
+    save_json(folder, "results.json", {"config": config, "table": table}, log)
     plt = report.pyplot()
     if plt is None:
-        log("(no plot: matplotlib is not installed; pip install 'minitl[lessons]')")
+        log("(no plots: matplotlib is not installed; pip install 'minitl[lessons]')")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
     labels = [str(k) for k in ks]
+    fig, ax = plt.subplots(figsize=(6, 4))
     for method, row in table.items():
-        means = [statistics.fmean(row[k]["accuracy"]) for k in labels]
-        ax.plot(labels, means, marker="o", label=method)
+        ax.plot(labels, [statistics.fmean(row[k]["accuracy"]) for k in labels], marker="o", label=method)
     ax.set_xlabel("labelled target examples per class (k)")
     ax.set_ylabel("target test accuracy")
     ax.set_title(config["dataset"])
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plot = os.path.join(folder, "accuracy-vs-k.png")
-    fig.savefig(plot, dpi=100)
+    log(f"plot: {report.save_figure(fig, folder, 'accuracy-vs-k.png')}")
     plt.close(fig)
-    log(f"plot: {plot}")
+    # One panel per method: the training loss of every k (mean over seeds) against the step, so
+    # convergence can be seen: a flat tail is a converged run.
+    fig, axes = plt.subplots(2, math.ceil(len(table) / 2), figsize=(4 * math.ceil(len(table) / 2), 6), squeeze=False)
+    for ax, (method, row) in zip(axes.flat, table.items()):
+        for k in labels:
+            curves, every = row[k]["loss_curve"], row[k]["loss_curve_step"]
+            mean = [statistics.fmean(c[i] for c in curves) for i in range(min(map(len, curves)))]
+            ax.plot([every * (i + 1) for i in range(len(mean))], mean, label=f"k={k}")
+        ax.set_yscale("log")
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in axes.flat[len(table):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("training loss")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    log(f"plot: {report.save_figure(fig, folder, 'loss-curves.png')}")
+    plt.close(fig)

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import statistics
 
 from minitl import backend
 
@@ -30,6 +31,13 @@ def table(headers, rows):
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
+def mean_std(values):
+    """"0.912 ± 0.013": the mean and the sample standard deviation (0 for one value)."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def pyplot():
     """matplotlib.pyplot drawing to files, or None when matplotlib is not installed."""
     try:
@@ -46,6 +54,14 @@ def out_path(lesson_file, name):
     folder = os.path.join(os.path.dirname(os.path.abspath(lesson_file)), "out")
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, name)
+
+
+def save_figure(fig, folder, name):
+    """Save a figure as folder/name (the folder is created); returns the path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def save_plot(fig, lesson_file, name):

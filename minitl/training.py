@@ -50,21 +50,37 @@ def train_step(loss_fn, optimizer, x, y):
     return loss
 
 
-def fit(loss_fn, optimizer, loader, steps):
+SCHEDULES = ("constant", "cosine")
+
+
+def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, every=50):
     """`steps` optimizer steps over loader's batches (as many epochs as it takes); the losses.
 
+    schedule "cosine" scales every group's learning rate by (1 + cos(pi * step / steps)) / 2,
+    from its value down to zero at the last step. `callback(step)`, if given, runs after every
+    `every` steps and after the last (to watch a run converge; it may sync a GPU).
     The losses stay on the device during the loop and are read back once at the end (on a
     GPU a per-step read would stall every step). A NaN or infinite loss then raises
     NonFiniteLoss naming the first step where it appeared.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"fit: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    base = [group["lr"] for group in optimizer.param_groups]
     losses, batches = [], iter(loader)
-    for _ in range(steps):
+    for step in range(steps):
+        if schedule == "cosine":
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         try:
             x, y = next(batches)
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
         losses.append(train_step(loss_fn, optimizer, x, y).data)
+        if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            callback(step + 1)
+    for group, lr in zip(optimizer.param_groups, base):
+        group["lr"] = lr
     losses = [float(v) for v in losses]
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:

@@ -15,6 +15,7 @@ Fine-tuning every layer, and fine-tuning regularised towards the source model
 import copy
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from minitl.autograd import Tensor, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam
-from minitl.training import accuracy, device_for_model, evaluating, fit
+from minitl.training import SCHEDULES, accuracy, device_for_model, evaluating, fit
 
 # ---------------------------------------------------------------- the model
 
@@ -118,6 +119,41 @@ def replace_head(model, num_classes, seed=0):
     device = model.head.weight.device
     model.head = new_head(model.head.in_features, num_classes, seed, device)
     return model
+
+
+# ---------------------------------------------------------------- cutting a model at any layer
+
+def cut_points(model):
+    """Where a TransferCNN's features can be read: "input" (the raw pixels), then the end of every
+    stage of its backbone (a conv or linear layer with its normalisation and ReLU, a pooling),
+    named as in named_modules(). The last one is the whole backbone."""
+    names = ["input"]
+    for name, m in model.features.named_children():
+        if isinstance(m, (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d)):
+            names.append(f"features.{name}")
+    return names
+
+
+def cut(model, at):
+    """The model's backbone up to and including the module named `at` (a name from cut_points, or
+    any `features.i`), ending in a flatten: a trunk whose output a linear head can read. It shares
+    its modules with the model (freeze it to keep them still). "input" is a flatten alone."""
+    if at == "input":
+        return nn.Sequential(nn.Flatten())
+    names = [f"features.{name}" for name, _ in model.features.named_children()]
+    if at not in names:
+        raise ValueError(f"cut: {at!r} is not a module of the backbone; choose one of {['input'] + names}")
+    modules = list(model.features)[:names.index(at) + 1]
+    if not any(isinstance(m, nn.Flatten) for m in modules):
+        modules.append(nn.Flatten())
+    return nn.Sequential(*modules)
+
+
+def output_size(trunk, data, device=None):
+    """How many features the trunk gives per example of this dataset (one example runs through it)."""
+    device = device_for_model(trunk, device)
+    with no_grad(), evaluating(trunk):
+        return trunk(Tensor._make(backend.to_device(data.target_pool.x[:1], device))).shape[1]
 
 
 # ---------------------------------------------------------------- extracting features
@@ -335,16 +371,44 @@ class Result:
 
 @dataclass(frozen=True)
 class Budget:
-    """The fixed training budget, chosen in advance for every method (never from the test set)."""
+    """A method's training budget, fixed in advance (chosen on a development draw, never on a test set).
+
+    A run takes at least `steps` optimizer steps and at least `epochs` passes over its
+    training set, and at most `max_steps` (so a large training set gets the passes it needs,
+    a small one the steps it needs). `schedule="cosine"` decays the learning rates to zero
+    over the run, so the last steps settle instead of hopping around the optimum.
+    """
     steps: int = 200
+    epochs: float = 0.0
+    max_steps: int = 0        # 0: no more than `steps`
     batch_size: int = 32
     lr: float = 1e-3          # Adam, every layer when training from scratch
     head_lr: float = 1e-2     # Adam, a new head
     backbone_lr_scale: float = 0.1  # fine-tuning: the backbone moves 10x slower than the head
+    schedule: str = "constant"
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Budget: {name} must be a positive integer, got {value!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Budget: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def steps_for(self, n):
+        """How many steps a run on n training examples takes."""
+        passes = math.ceil(self.epochs * n / min(self.batch_size, n)) if self.epochs else 0
+        return min(max(self.steps, passes), max(self.max_steps, self.steps))
 
 
 def _loader(x, y, budget, seed, device):
     return DataLoader(x, y, min(budget.batch_size, len(y)), shuffle=True, seed=seed, device=device)
+
+
+def _fit(loss_fn, opt, x, y, budget, seed, device, callback):
+    """fit() with the budget's steps for this training set and its schedule."""
+    return fit(loss_fn, opt, _loader(x, y, budget, seed, device), budget.steps_for(len(y)), budget.schedule,
+               callback)
 
 
 def _check_labels(train, num_classes):
@@ -353,7 +417,7 @@ def _check_labels(train, num_classes):
                          f"but the head has {num_classes} outputs")
 
 
-def train_scratch(data, train, budget=Budget(), seed=0, device=None, norm=None):
+def train_scratch(data, train, budget=Budget(), seed=0, device=None, norm=None, callback=None):
     """A new TransferCNN trained on the target examples alone: the baseline."""
     start = time.perf_counter()
     num_classes = len(data.target_classes)
@@ -362,52 +426,89 @@ def train_scratch(data, train, budget=Budget(), seed=0, device=None, norm=None):
     with backend.fork_rng(seed):
         model = TransferCNN(num_classes, in_channels=c, image_size=h, norm=norm, device=device)
     opt = Adam(model.parameters(), lr=budget.lr)
-    losses = fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
-                  budget.steps)
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, train.x, train.y, budget, seed, device,
+                  callback and (lambda step: callback(step, model)))
     return Result("scratch", accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
 
-def linear_probe(source, data, train, budget=Budget(), seed=0, device=None):
-    """The seed's "train only theta_y": the source backbone frozen (and in eval mode), a new head trained."""
+def linear_probe(source, data, train, budget=Budget(), seed=0, device=None, callback=None, at=None):
+    """The seed's "train only theta_y": the source backbone frozen (and in eval mode), a new head trained.
+    With `at`, the backbone is cut there (see cut) and the head reads that layer's output."""
     start = time.perf_counter()
-    model = replace_head(copy.deepcopy(source), len(data.target_classes), seed)
-    _check_labels(train, len(data.target_classes))
-    freeze(model.features).eval()
-    opt = Adam(model.head.parameters(), lr=budget.head_lr)
-    losses = fit(lambda x, y: F.cross_entropy(model(x), y), opt, _loader(train.x, train.y, budget, seed, device),
-                  budget.steps)
+    num_classes = len(data.target_classes)
+    _check_labels(train, num_classes)
+    model = copy.deepcopy(source)
+    if at is None:
+        replace_head(model, num_classes, seed)
+        freeze(model.features).eval()
+        params = model.head.parameters()
+    else:
+        trunk = freeze(cut(model, at)).eval()
+        model = nn.Sequential(trunk, new_head(output_size(trunk, data), num_classes, seed, device_for_model(trunk)))
+        params = model[1].parameters()
+    opt = Adam(params, lr=budget.head_lr)
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, train.x, train.y, budget, seed, device,
+                  callback and (lambda step: callback(step, model)))
     return Result("linear_probe", accuracy(model, data.target_test, device), losses, time.perf_counter() - start,
                   model)
 
 
-def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None, name=None):
+def train_head(feats, labels, test_feats, test_labels, num_classes, budget=Budget(), seed=0, device=None):
+    """A new linear head trained on features (host arrays) with the budget's head learning rate:
+    (test accuracy, losses, head). What proxy training and the layer probes run."""
+    head = new_head(feats.shape[1], num_classes, seed, device)
+    opt = Adam(head.parameters(), lr=budget.head_lr)
+    losses = _fit(lambda f, y: F.cross_entropy(head(f), y), opt, feats, labels, budget, seed, device, None)
+    return accuracy(head, Split(test_feats, test_labels), device), losses, head
+
+
+def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None, name=None, at=None):
     """Proxy collection: the head trained on cached source features, never running the backbone in the loop.
 
     The same seed gives the same head and the same batches as linear_probe, so the
     two end with the same head weights (up to float rounding): it is the same
-    computation, with the backbone's work read from disk.
+    computation, with the backbone's work read from disk. With `at`, the features are
+    that layer's (see cut), cached under the cut's name.
     """
     start = time.perf_counter()
     num_classes = len(data.target_classes)
     _check_labels(train, num_classes)
-    name = name or f"{data.name}-{train.fingerprint()}"
-    feats = cache.features(source.features, train, name, device=device)
-    test_feats = cache.features(source.features, data.target_test, f"{data.name}-test-{data.target_test.fingerprint()}",
-                                device=device)
-    head = new_head(source.head.in_features, num_classes, seed, device)
-    opt = Adam(head.parameters(), lr=budget.head_lr)
-    losses = fit(lambda f, y: F.cross_entropy(head(f), y), opt, _loader(feats, train.y, budget, seed, device),
-                  budget.steps)
-    acc = accuracy(head, Split(test_feats, data.target_test.y), device)
+    trunk = source.features if at is None else cut(source, at)
+    layer = at or "features"
+    name = name or f"{data.name}-{layer}-{train.fingerprint()}"
+    feats = cache.features(trunk, train, name, layer=layer, device=device)
+    test_feats = cache.features(trunk, data.target_test, f"{data.name}-{layer}-test-{data.target_test.fingerprint()}",
+                                layer=layer, device=device)
+    acc, losses, head = train_head(feats, train.y, test_feats, data.target_test.y, num_classes, budget, seed, device)
     model = copy.deepcopy(source)
-    model.head = head
+    if at is None:
+        model.head = head
+    else:
+        model = nn.Sequential(cut(model, at), head)
     return Result("proxy", acc, losses, time.perf_counter() - start, model)
+
+
+def check_cache_on_source_task(source, data, cache, budget=None, device=None):
+    """The seed's section 3 read literally: features of the SOURCE data, a head trained on them with
+    the source labels. That head can only relearn the source task, so as a transfer method it is
+    useless; as a check it is exact: it must recover the source model's own accuracy, which shows
+    that the cache holds the backbone's real features. Returns (head accuracy, source model accuracy)
+    on the source test set."""
+    budget = budget or budgets_for(data.name)["proxy"]
+    feats = cache.features(source.features, data.source_train, f"{data.name}-source-{data.source_train.fingerprint()}",
+                           device=device)
+    test = cache.features(source.features, data.source_test, f"{data.name}-source-test-"
+                          f"{data.source_test.fingerprint()}", device=device)
+    head_acc, _, _ = train_head(feats, data.source_train.y, test, data.source_test.y, len(data.source_classes),
+                                budget, 0, device)
+    return head_acc, accuracy(source, data.source_test, device)
 
 
 REGULARIZERS = ("feature_mse", "l2sp")
 
 
-def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regularizer=None, lam=None):
+def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regularizer=None, lam=None,
+              callback=None):
     """Every layer trains, the backbone at budget.backbone_lr_scale times the head's rate.
 
     With a regulariser the loss is L = CE + lam * R: "feature_mse" pulls the backbone's
@@ -440,39 +541,77 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     else:
         def loss_fn(x, y):
             return F.cross_entropy(model(x), y)
-    losses = fit(loss_fn, opt, _loader(train.x, train.y, budget, seed, device), budget.steps)
+    losses = _fit(loss_fn, opt, train.x, train.y, budget, seed, device,
+                  callback and (lambda step: callback(step, model)))
     method = "fine_tune" if regularizer is None else f"fine_tune+{regularizer}"
     return Result(method, accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
 
-# Every method by name, as the comparison table runs it: each entry takes
-# (source, data, train, cache, budget, seed, device) and returns a Result.
+# Each method's budget, chosen on development data (minitl.data.development_data: the glyphs drawn
+# with seed 1, half of the digits' target pool), never on a reported test set, so that every method
+# has converged there: twice the steps changes neither its development accuracy nor its training
+# loss much (benchmarks/budgets.py --check measures it; benchmarks/README.md has the numbers). All
+# decay their learning rates with a cosine. Budgets differ by method: a head reading cached
+# features costs microseconds a step, and the linear probe is the same computation, so it gets the
+# same budget. The digits need more steps than their few examples would suggest (8x8 images, a
+# small pool), so they have budgets of their own.
+_HEAD = Budget(steps=400, epochs=50, max_steps=1600, head_lr=0.1, schedule="cosine")
+_FINE_TUNE = Budget(steps=200, epochs=12, max_steps=800, head_lr=2e-2, schedule="cosine")
+BUDGETS = {
+    "scratch": Budget(steps=200, epochs=25, max_steps=1000, lr=4e-3, schedule="cosine"),
+    "linear_probe": _HEAD,
+    "proxy": _HEAD,
+    "fine_tune": _FINE_TUNE,
+    "fine_tune+feature_mse": _FINE_TUNE,
+    "fine_tune+l2sp": _FINE_TUNE,
+}
+_DIGITS_HEAD = Budget(steps=3200, head_lr=0.1, schedule="cosine")
+_DIGITS_FINE_TUNE = Budget(steps=400, epochs=25, max_steps=1600, head_lr=2e-2, schedule="cosine")
+DIGITS_BUDGETS = {
+    "scratch": Budget(steps=400, epochs=50, max_steps=1600, lr=4e-3, schedule="cosine"),
+    "linear_probe": _DIGITS_HEAD,
+    "proxy": _DIGITS_HEAD,
+    "fine_tune": _DIGITS_FINE_TUNE,
+    "fine_tune+feature_mse": _DIGITS_FINE_TUNE,
+    "fine_tune+l2sp": _DIGITS_FINE_TUNE,
+}
+
+
+def budgets_for(dataset):
+    """The budgets of a dataset's methods, by its name (the digits have their own)."""
+    return DIGITS_BUDGETS if dataset.startswith("digits") else BUDGETS
+
+
+# Every method by name, as the comparison table runs it: each entry takes (source, data, train,
+# cache, budget, seed, device) and options (callback=f(step, model) every 50 steps, where the
+# method has a model that runs on images) and returns a Result.
 RECIPES = {
-    "scratch": lambda source, data, train, cache, budget, seed, device:
-        train_scratch(data, train, budget, seed, device, norm=source.norm),
-    "linear_probe": lambda source, data, train, cache, budget, seed, device:
-        linear_probe(source, data, train, budget, seed, device),
-    "proxy": lambda source, data, train, cache, budget, seed, device:
+    "scratch": lambda source, data, train, cache, budget, seed, device, **options:
+        train_scratch(data, train, budget, seed, device, norm=source.norm, **options),
+    "linear_probe": lambda source, data, train, cache, budget, seed, device, **options:
+        linear_probe(source, data, train, budget, seed, device, **options),
+    "proxy": lambda source, data, train, cache, budget, seed, device, **options:
         proxy_train(source, data, train, cache, budget, seed, device),
-    "fine_tune": lambda source, data, train, cache, budget, seed, device:
-        fine_tune(source, data, train, budget, seed, device),
-    "fine_tune+feature_mse": lambda source, data, train, cache, budget, seed, device:
-        fine_tune(source, data, train, budget, seed, device, regularizer="feature_mse"),
-    "fine_tune+l2sp": lambda source, data, train, cache, budget, seed, device:
-        fine_tune(source, data, train, budget, seed, device, regularizer="l2sp"),
+    "fine_tune": lambda source, data, train, cache, budget, seed, device, **options:
+        fine_tune(source, data, train, budget, seed, device, **options),
+    "fine_tune+feature_mse": lambda source, data, train, cache, budget, seed, device, **options:
+        fine_tune(source, data, train, budget, seed, device, regularizer="feature_mse", **options),
+    "fine_tune+l2sp": lambda source, data, train, cache, budget, seed, device, **options:
+        fine_tune(source, data, train, budget, seed, device, regularizer="l2sp", **options),
 }
 METHODS = tuple(RECIPES)
 
 
-def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None):
+def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None, **options):
     """One method by name, as the comparison table runs it."""
     if method not in RECIPES:
         raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
-    return RECIPES[method](source, data, train, cache, budget, seed, device)
+    return RECIPES[method](source, data, train, cache, budget, seed, device, **options)
 
 
 __all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replace_head", "extract_features",
            "weights_hash", "cache_dir", "train_source", "source_model_path", "source_model", "FeatureCache",
            "architecture",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
-           "proxy_train", "fine_tune", "run_method", "RECIPES", "METHODS", "REGULARIZERS", "NORMS"]
+           "proxy_train", "fine_tune", "run_method", "RECIPES", "METHODS", "REGULARIZERS", "NORMS", "cut", "cut_points",
+           "output_size", "train_head", "BUDGETS", "DIGITS_BUDGETS", "budgets_for", "check_cache_on_source_task"]

@@ -235,5 +235,6 @@ def test_the_comparison_names_method_k_and_seed_when_a_loss_diverges(monkeypatch
 
     monkeypatch.setattr(transfer, "run_method", diverge)
     monkeypatch.setattr(transfer, "source_model", lambda *a, **k: None)
+    monkeypatch.setattr(transfer, "check_cache_on_source_task", lambda *a, **k: (1.0, 1.0))
     with pytest.raises(training.NonFiniteLoss, match=r"proxy, k=2, seed=0: the loss became nan at step 7"):
-        compare.run_comparison(methods=("proxy",), ks=(2,), seeds=1, steps=10, log=lambda *a: None)
+        compare.run_comparison(methods=("proxy",), ks=(2,), seeds=1, steps=10, log=lambda *a: None, jobs=2)

@@ -287,3 +287,26 @@ def test_main_command_bad_options_are_named(tmp_path, args, message):
     assert done.returncode == 2
     assert __import__("re").search(message, done.stderr), done.stderr
     assert "Traceback" not in done.stderr and "source model" not in done.stdout  # refused before any work
+
+
+def test_the_table_is_the_same_in_one_process_or_two(tmp_path, monkeypatch):
+    from minitl import compare
+    monkeypatch.setenv("MINITL_CACHE", str(tmp_path))
+    run = lambda jobs: compare.run_comparison(methods=("proxy", "fine_tune", "scratch"), ks=(2, 5), seeds=2, steps=5,
+                                              log=quiet, jobs=jobs)
+    one, two = run(1), run(2)
+    for method, row in one.items():
+        for k, cell in row.items():
+            assert cell["accuracy"] == two[method][k]["accuracy"], (method, k)
+            assert cell["loss_curve"] == two[method][k]["loss_curve"]
+
+
+def test_every_method_converges_on_a_tiny_task_with_its_own_budget(setup, tmp_path):
+    """The default budgets are per method; a recipe takes steps_for(n) steps."""
+    d, source, _ = setup
+    train = data.k_shot(d.target_pool, 3)
+    for method in transfer.METHODS:
+        budget = transfer.BUDGETS[method]
+        result = transfer.run_method(method, source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget)
+        assert len(result.losses) == budget.steps_for(len(train))
+    assert transfer.BUDGETS["proxy"] == transfer.BUDGETS["linear_probe"]  # the same computation, the same budget

@@ -1,0 +1,90 @@
+"""`python -m minitl layers`: which layer of the source network transfers?
+
+A linear probe from every cut point of the source backbone (the raw pixels, then the end
+of every conv, pool and linear stage), for several k and seeds. The seed's features are
+"a convolution layer's output", not only the last layer's; Yosinski et al. (2014, "How
+transferable are features in deep neural networks?") asked which layers carry over to a
+new task: the low ones are general, the top ones specific to the source task. Each cut's
+features of the whole target pool are computed once and cached; every (k, seed) head then
+trains on the rows it draws, so the whole table takes seconds.
+"""
+
+import statistics
+import time
+
+from minitl import backend, report, transfer
+from minitl.compare import check_out_folder, save_json
+from minitl.data import k_shot_indices, load_dataset
+
+DEFAULT_K = (2, 5, 10, 20, "all")
+QUICK = dict(k=(2, "all"), seeds=2)
+
+
+def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, log=print):
+    """The table {cut name: {k: {"accuracy": [one per seed]}}}, printed and (with out) saved."""
+    device = backend.check_device(device)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if out is not None:
+        check_out_folder(out)
+    data = load_dataset(dataset)
+    for k in ks:  # every k is checked before any work
+        k_shot_indices(data.target_pool, k)
+    start = time.perf_counter()
+    source = transfer.source_model(data, device, log=log)
+    cache = transfer.FeatureCache(log=log)
+    budget = transfer.budgets_for(dataset)["proxy"]
+    num_classes = len(data.target_classes)
+    log(f"{data.name}: a linear probe at every cut point of the source backbone, {seeds} seeds")
+    table, sizes = {}, {}
+    for at in transfer.cut_points(source):
+        trunk = transfer.cut(source, at)
+        pool = cache.features(trunk, data.target_pool, f"{data.name}-{at}-pool-{data.target_pool.fingerprint()}",
+                              layer=at, device=device)
+        test = cache.features(trunk, data.target_test, f"{data.name}-{at}-test-{data.target_test.fingerprint()}",
+                              layer=at, device=device)
+        sizes[at], table[at] = pool.shape[1], {}
+        for k in ks:
+            accs = []
+            for seed in range(seeds):
+                idx = k_shot_indices(data.target_pool, k, seed)
+                acc, _, _ = transfer.train_head(pool[idx], data.target_pool.y[idx], test, data.target_test.y,
+                                                num_classes, budget, seed, device)
+                accs.append(acc)
+            table[at][str(k)] = {"accuracy": accs}
+        log(f"  {at:<12} {sizes[at]:>5} features  " + "  ".join(
+            f"k={k}: {statistics.fmean(table[at][str(k)]['accuracy']):.3f}" for k in ks))
+    total = time.perf_counter() - start
+    headers = ["cut point", "features"] + [f"k={k}" for k in ks]
+    log("\nlinear probe accuracy on the held-out target test set, by the layer it reads (mean ± std over seeds)")
+    log(report.table(headers, [[at, sizes[at]] + [report.mean_std(row[str(k)]["accuracy"]) for k in ks]
+                               for at, row in table.items()]))
+    log(f"\ntotal {total:.1f} s")
+    if out:
+        config = dict(dataset=dataset, k=[str(k) for k in ks], seeds=seeds, device=device, seconds=total,
+                      feature_size=sizes, budget=budget.__dict__)
+        save_json(out, "results.json", {"config": config, "table": table}, log)
+        plot_depth(out, table, ks, sizes, dataset, log)
+    return table
+
+
+def plot_depth(folder, table, ks, sizes, dataset, log=print):
+    """accuracy-vs-depth.png: one line per k, the cut points along the x axis."""
+    plt = report.pyplot()
+    if plt is None:
+        log("(no plot: matplotlib is not installed; pip install 'minitl[lessons]')")
+        return
+    cuts = list(table)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in ks:
+        ax.plot(range(len(cuts)), [statistics.fmean(table[c][str(k)]["accuracy"]) for c in cuts], marker="o",
+                label=f"k={k}")
+    ax.set_xticks(range(len(cuts)), [f"{c}\n({sizes[c]})" for c in cuts], fontsize=7)
+    ax.set_xlabel("cut point (features)")
+    ax.set_ylabel("target test accuracy")
+    ax.set_title(f"{dataset}: a linear probe on each layer of the source network")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = report.save_figure(fig, folder, "accuracy-vs-depth.png")
+    plt.close(fig)
+    log(f"plot: {path}")
