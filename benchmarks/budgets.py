@@ -2,6 +2,8 @@
 
     python -m benchmarks.budgets [--dataset glyphs|digits] [--k 2,10,all] [--steps 100,200,400,800,1600]
     python -m benchmarks.budgets --check [--dataset ...]     each chosen budget against twice its steps
+    python -m benchmarks.budgets --reference [--dataset ...] the table's probe against logistic regression
+    python -m benchmarks.budgets --lambdas [--dataset ...]   the regularisers' lambda, re-checked
 
 For every method, k and candidate step count, one run with that budget (cosine schedule)
 on minitl.data.development_data: its development accuracy and its training loss (mean of
@@ -79,6 +81,47 @@ def check(dataset, ks, seeds, log=print):
     return rows
 
 
+def reference(dataset, seeds, log=print):
+    """The table's linear probe at k=all (its budget, on the reported data) against a converged reference
+    head on the same features: scikit-learn's logistic regression on the whole target pool."""
+    from sklearn.linear_model import LogisticRegression
+    d = data.load_dataset(dataset)
+    source = transfer.source_model(d, log=log)
+    cache = transfer.FeatureCache(log=lambda *a: None)
+    pool = cache.features(source.features, d.target_pool, f"reference-{d.name}-pool")
+    test = cache.features(source.features, d.target_test, f"reference-{d.name}-test")
+    row = dict(dataset=dataset)
+    for c in (1.0, 1e4):
+        fit = LogisticRegression(C=c, max_iter=20000).fit(pool, d.target_pool.y)
+        row[f"sklearn_C={c:g}"] = float(fit.score(test, d.target_test.y))
+    budget = transfer.budgets_for(dataset)["proxy"]
+    row["table_probe"] = statistics.fmean(
+        transfer.train_head(pool, d.target_pool.y, test, d.target_test.y, len(d.target_classes), budget, seed)[0]
+        for seed in range(seeds))
+    log(f"  {dataset}: table's probe at k=all {row['table_probe']:.3f}; logistic regression C=1 "
+        f"{row['sklearn_C=1']:.3f}, C=1e4 {row['sklearn_C=10000']:.3f}")
+    return [row]
+
+
+def lambdas(dataset, seeds, log=print):
+    """The regularisers' strength, re-checked on the development data with the fine-tuning budget:
+    development accuracy at k=2 and 5 for a few values of lambda (0: plain fine-tuning)."""
+    dev = data.development_data(dataset)
+    source = transfer.source_model(dev, log=log)
+    budget = transfer.budgets_for(dataset)["fine_tune"]
+    rows = []
+    for regularizer, values in (("feature_mse", (0.0, 0.03, 0.1, 0.3, 1.0)), ("l2sp", (0.001, 0.01, 0.1))):
+        for lam in values:
+            row = dict(regularizer=regularizer, lam=lam)
+            for k in (2, 5):
+                row[f"k={k}"] = statistics.fmean(
+                    transfer.fine_tune(source, dev, data.k_shot(dev.target_pool, k, seed), budget, seed,
+                                       regularizer=regularizer, lam=lam).accuracy for seed in range(seeds))
+            rows.append(row)
+            log(f"  {regularizer:<12} lambda={lam:<6} dev accuracy k=2 {row['k=2']:.3f}, k=5 {row['k=5']:.3f}")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="glyphs")
@@ -86,11 +129,20 @@ def main():
     parser.add_argument("--steps", default="100,200,400,800,1600")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--check", action="store_true", help="each chosen budget (transfer.BUDGETS) against twice it")
+    parser.add_argument("--lambdas", action="store_true", help="the regularisers' lambda on the development data")
+    parser.add_argument("--reference", action="store_true",
+                        help="the table's probe at k=all against a logistic regression on the same features")
     args = parser.parse_args()
     backend.tune_malloc()
     from minitl.compare import parse_k
     ks, candidates = parse_k(args.k), [int(s) for s in args.steps.split(",")]
-    if args.check:
+    if args.lambdas:
+        rows = lambdas(args.dataset, 4)
+        print(f"results: {write_results('budgets-lambdas-' + args.dataset, rows)}")
+    elif args.reference:
+        rows = reference(args.dataset, 3)
+        print(f"results: {write_results('budgets-reference-' + args.dataset, rows)}")
+    elif args.check:
         rows = check(args.dataset, ks, args.seeds)
         print(f"results: {write_results('budgets-check-' + args.dataset, rows)}")
     else:

@@ -49,6 +49,16 @@ def tune_malloc():
     return _malloc_tuned
 
 
+def blas_threads():
+    """A context in which NumPy's BLAS uses MINITL_BLAS_THREADS threads (default 1; 0 leaves the BLAS
+    library's own choice). minitl's training loops run in it: a small-batch step gains little from a
+    second thread on a quiet machine and loses up to tenfold when other processes want the cores
+    (benchmarks/README.md has the measurements). Outside the block nothing changes."""
+    from threadpoolctl import threadpool_limits
+    n = int(os.environ.get("MINITL_BLAS_THREADS", "1"))
+    return threadpool_limits(limits=n if n > 0 else None, user_api="blas")
+
+
 def malloc_tuned():
     """Whether tune_malloc() has changed malloc in this process."""
     return _malloc_tuned

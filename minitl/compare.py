@@ -136,7 +136,7 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     cells = [(method, k) for method in methods for k in ks]
     runs = [(method, k, seed) for method, k in cells for seed in range(seeds)]
     _RUN.update(source=source, data=data, cache=cache, budgets=budgets, device=device)
-    log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}, each with one BLAS thread")
+    log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}")
     results = iter(parallel.map_runs(_one_run, runs, jobs))
     for done, (method, k) in enumerate(cells, start=1):
         cell = {"accuracy": [], "seconds": [], "steps": [], "loss_curve": []}

@@ -12,12 +12,25 @@ trains on the rows it draws, so the whole table takes seconds.
 import statistics
 import time
 
-from minitl import backend, report, transfer
+from minitl import backend, parallel, report, transfer
 from minitl.compare import check_out_folder, save_json
 from minitl.data import k_shot_indices, load_dataset
 
 DEFAULT_K = (2, 5, 10, 20, "all")
 QUICK = dict(k=(2, "all"), seeds=2)
+
+
+_RUN = {}  # what every head shares: set before the runs start (worker processes inherit it)
+
+
+def _one_head(run):
+    """The test accuracy of one head: a cut point's features, k examples per class drawn with a seed."""
+    at, k, seed = run
+    data, (pool, test) = _RUN["data"], _RUN["features"][at]
+    idx = k_shot_indices(data.target_pool, k, seed)
+    accuracy, _, _ = transfer.train_head(pool[idx], data.target_pool.y[idx], test, data.target_test.y,
+                                         _RUN["num_classes"], _RUN["budget"], seed, _RUN["device"])
+    return accuracy
 
 
 def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, log=print):
@@ -36,24 +49,20 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
     budget = transfer.budgets_for(dataset)["proxy"]
     num_classes = len(data.target_classes)
     log(f"{data.name}: a linear probe at every cut point of the source backbone, {seeds} seeds")
-    table, sizes = {}, {}
-    for at in transfer.cut_points(source):
+    features, sizes = {}, {}
+    for at in transfer.cut_points(source):  # each layer's features of the pool and the test set, once
         trunk = transfer.cut(source, at)
-        pool = cache.features(trunk, data.target_pool, f"{data.name}-{at}-pool-{data.target_pool.fingerprint()}",
-                              layer=at, device=device)
-        test = cache.features(trunk, data.target_test, f"{data.name}-{at}-test-{data.target_test.fingerprint()}",
-                              layer=at, device=device)
-        sizes[at], table[at] = pool.shape[1], {}
-        for k in ks:
-            accs = []
-            for seed in range(seeds):
-                idx = k_shot_indices(data.target_pool, k, seed)
-                acc, _, _ = transfer.train_head(pool[idx], data.target_pool.y[idx], test, data.target_test.y,
-                                                num_classes, budget, seed, device)
-                accs.append(acc)
-            table[at][str(k)] = {"accuracy": accs}
+        features[at] = [cache.features(trunk, split, f"{data.name}-{at}-{part}-{split.fingerprint()}", layer=at,
+                                       device=device) for part, split in (("pool", data.target_pool),
+                                                                         ("test", data.target_test))]
+        sizes[at] = features[at][0].shape[1]
+    _RUN.update(data=data, features=features, budget=budget, num_classes=num_classes, device=device)
+    runs = [(at, k, seed) for at in features for k in ks for seed in range(seeds)]
+    accuracies = iter(parallel.map_runs(_one_head, runs, parallel.default_jobs(device)))
+    table = {at: {str(k): {"accuracy": [next(accuracies) for _ in range(seeds)]} for k in ks} for at in features}
+    for at, row in table.items():
         log(f"  {at:<12} {sizes[at]:>5} features  " + "  ".join(
-            f"k={k}: {statistics.fmean(table[at][str(k)]['accuracy']):.3f}" for k in ks))
+            f"k={k}: {statistics.fmean(row[str(k)]['accuracy']):.3f}" for k in ks))
     total = time.perf_counter() - start
     headers = ["cut point", "features"] + [f"k={k}" for k in ks]
     log("\nlinear probe accuracy on the held-out target test set, by the layer it reads (mean ± std over seeds)")

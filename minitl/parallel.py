@@ -2,9 +2,8 @@
 
 A comparison table is dozens of small, independent, seeded training runs. On a 2-core
 machine two processes finish it in about half the time, and the same runs give the same
-numbers in any process. Each process keeps to one BLAS thread: a small-batch step gains
-little from a second thread, and two processes with two threads each on two cores fight
-for them (benchmarks/README.md has the measurements).
+numbers in any process. Each worker keeps to one BLAS thread: two processes with two
+threads each on two cores fight for them (benchmarks/README.md has the measurements).
 """
 
 import multiprocessing
@@ -21,13 +20,13 @@ def default_jobs(device):
 
 
 def _one_blas_thread():
-    threadpool_limits(1)
+    threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
 
 
 def map_runs(fn, runs, jobs):
-    """[fn(run) for run in runs], in `jobs` forked processes that inherit the caller's state; in order."""
+    """[fn(run) for run in runs], in `jobs` forked processes that inherit the caller's state; in order.
+    (The training loops themselves run with one BLAS thread in any process: training.fit.)"""
     if jobs == 1:
-        with threadpool_limits(1):
-            return [fn(run) for run in runs]
+        return [fn(run) for run in runs]
     with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_blas_thread) as pool:
         return pool.map(fn, runs, chunksize=1)

@@ -61,24 +61,26 @@ def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, e
     `every` steps and after the last (to watch a run converge; it may sync a GPU).
     The losses stay on the device during the loop and are read back once at the end (on a
     GPU a per-step read would stall every step). A NaN or infinite loss then raises
-    NonFiniteLoss naming the first step where it appeared.
+    NonFiniteLoss naming the first step where it appeared. The loop runs with one BLAS thread
+    (MINITL_BLAS_THREADS changes it; see backend.blas_threads).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"fit: schedule must be one of {SCHEDULES}, got {schedule!r}")
     base = [group["lr"] for group in optimizer.param_groups]
     losses, batches = [], iter(loader)
-    for step in range(steps):
-        if schedule == "cosine":
-            for group, lr in zip(optimizer.param_groups, base):
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        losses.append(train_step(loss_fn, optimizer, x, y).data)
-        if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
-            callback(step + 1)
+    with backend.blas_threads():  # small batches: one BLAS thread by default (see backend.blas_threads)
+        for step in range(steps):
+            if schedule == "cosine":
+                for group, lr in zip(optimizer.param_groups, base):
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            losses.append(train_step(loss_fn, optimizer, x, y).data)
+            if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
+                callback(step + 1)
     for group, lr in zip(optimizer.param_groups, base):
         group["lr"] = lr
     losses = [float(v) for v in losses]
