@@ -56,7 +56,7 @@ def count_step(batch):
     import minitl as mt
     import minitl.functional as F
     from minitl import backend, training, transfer
-    from minitl.autograd import _graph_order
+    from minitl.autograd import graph_order
 
     counter = _Counter()
     mt.manual_seed(0)
@@ -89,7 +89,7 @@ def count_step(batch):
     # Each Function's backward alone (its count does not depend on the gradient's values); what the
     # backward pass adds beyond them is the engine's: leaf gradients copied, gradients summed.
     xp = backend.get_array_module(loss.data)
-    for t in _graph_order(loss):
+    for t in graph_order(loss):
         if t._creator is not None:
             gy = xp.ones_like(t.data)
             with counter.count(backward, f"{type(t._creator).__name__} {t.shape}"):

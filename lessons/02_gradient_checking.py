@@ -5,40 +5,54 @@ random upstream gradient, and how it catches a backward that is wrong.
 
 Run it:  python lessons/02_gradient_checking.py [--quick] [--device cpu|cuda]
 
-What to look for: every op of minitl passes; a backward that forgets to multiply
-by the upstream gradient passes a check with an all-ones upstream gradient (the
-mistake is invisible there) but fails minitl's check, which names the input,
-the index and both values.
+What to look for: every op of minitl passes; a backward that forgets to multiply by
+the upstream gradient passes a check with an all-ones upstream gradient (the mistake
+is invisible there) but fails minitl's check, which names the input, the index and
+both values. Batch normalisation shows why: with sum() as the loss its input gradient
+is exactly zero, whatever its backward does.
 """
 
+# %%
 import time
 
 import numpy as np
 
 import minitl as mt
+import minitl.functional as F
 from minitl.autograd import Function
 from minitl.opspecs import OP_SPECS, make_inputs
 from minitl.report import lesson_arguments, table
 
-args = lesson_arguments(__doc__)
+args = lesson_arguments(__doc__, globals().get("__file__"))
 
 # ---- constants
 SEED = 0
-QUICK_OPS = ("add", "mul", "matmul", "sum", "max", "relu", "softmax", "conv2d", "max_pool2d", "cross_entropy")
+QUICK_OPS = ("add", "mul", "matmul", "sum", "max", "relu", "softmax", "conv2d", "max_pool2d", "cross_entropy",
+             "batch_norm_training")
 
-# ---- 1. every op in minitl's op table, on inputs drawn away from its kinks
+# %% [markdown]
+# ## 1. Every op in minitl's op table, on inputs drawn away from its kinks
+#
+# For f(inputs) and a random upstream gradient g, backward gives d<g, f>/dx; central
+# differences give the same number one element at a time. Float64, or rounding would
+# swamp the comparison.
+
+# %%
 rows = []
 for spec in OP_SPECS:
     if args.quick and spec.name not in QUICK_OPS:
         continue
-    inputs = make_inputs(spec, np.random.default_rng(SEED), device=args.device or "cpu")
+    inputs = make_inputs(spec, np.random.default_rng(SEED), device=args.device)
     start = time.perf_counter()
     ok = mt.gradcheck(lambda *xs: spec.fn(*xs, **spec.params), inputs)
     rows.append([spec.name, " x ".join(str(s) for s in spec.shapes), "pass" if ok else "FAIL",
                  f"{(time.perf_counter() - start) * 1e3:.1f}"])
 
 
-# ---- 2. a deliberately broken op: y = x^2 whose backward forgets gy
+# %% [markdown]
+# ## 2. A deliberately broken op: y = x^2 whose backward forgets gy
+
+# %%
 class BrokenSquare(Function):
     """y = x^2;  gx = 2x  (wrong: should be gy * 2x)"""
     def forward(self, x):
@@ -52,12 +66,14 @@ class BrokenSquare(Function):
 x = mt.tensor(np.random.default_rng(SEED).uniform(0.5, 1.5, (3, 4)), requires_grad=True, device=args.device)
 
 # With an all-ones upstream gradient (what y.sum().backward() sends), gy * 2x == 2x: the bug hides.
-x.grad = None
 BrokenSquare()(x).sum().backward()
 hidden = np.allclose(mt.backend.to_host(x.grad), 2 * x.numpy())
 print("with an all-ones upstream gradient the broken backward looks right:", hidden)
 
-# ---- 3. gradcheck draws a random upstream gradient, and the bug shows
+# %% [markdown]
+# ## 3. gradcheck draws a random upstream gradient, and the bug shows
+
+# %%
 try:
     mt.gradcheck(lambda t: BrokenSquare()(t), [x])
     caught = "not caught"
@@ -66,5 +82,32 @@ except mt.GradcheckError as e:
     print("gradcheck says:", e)
 rows.append(["BrokenSquare (forgets gy)", "(3, 4)", caught, ""])
 
+# %% [markdown]
+# ## 4. Why the upstream gradient must be random: batch normalisation
+#
+# In training mode batch norm subtracts each channel's mean, so the outputs of a
+# channel always sum to zero. With sum() as the loss, the input gradient is therefore
+# zero for ANY backward that keeps that property, right or wrong. A check built on
+# sum() would prove nothing.
+
+# %%
+xb = mt.tensor(np.random.default_rng(SEED).standard_normal((4, 3)), requires_grad=True, device=args.device)
+F.batch_norm(xb, None, None, training=True).sum().backward()
+flat = np.abs(mt.backend.to_host(xb.grad)).max()
+print(f"batch norm, sum() as the loss: largest input gradient {flat:.1e}")
+bn_ok = mt.gradcheck(lambda t: F.batch_norm(t, None, None, training=True), [xb])
+rows.append(["batch_norm, random upstream", "(4, 3)", "pass" if bn_ok else "FAIL", ""])
+
 print()
 print(table(["op", "input shapes", "gradcheck", "ms"], rows))
+assert all(r[2] in ("pass", "caught") for r in rows), "a gradient check failed"
+
+# %% [markdown]
+# ## Try this
+#
+# 1. In `BrokenSquare.backward`, return `gy * 2 * self.x`: gradcheck passes, and the
+#    row says "not caught" (there is nothing left to catch).
+# 2. Make it subtly wrong instead: `gy * 2.01 * self.x` (0.5% off) is caught, but
+#    `gy * 2.001 * self.x` (0.05% off) passes. A check has a resolution: here rtol=1e-3
+#    of the value plus atol=1e-5, PyTorch's tolerances.
+# 3. Run `python -m minitl check`: the same table, for every op on every device found.

@@ -11,6 +11,8 @@ four-loop definition to rounding; the gradient check passes; and im2col + one
 product is many times faster than the loops.
 """
 
+# %%
+import statistics
 import time
 
 import numpy as np
@@ -19,7 +21,7 @@ import minitl as mt
 import minitl.functional as F
 from minitl.report import lesson_arguments, table
 
-args = lesson_arguments(__doc__)
+args = lesson_arguments(__doc__, globals().get("__file__"))
 
 # ---- constants
 N, C, H, W = (2, 3, 8, 8) if args.quick else (8, 3, 16, 16)   # a batch of images
@@ -27,18 +29,38 @@ OC, KH, KW = 4, 3, 3                                           # 4 filters of 3x
 STRIDE, PAD = 1, 1
 SEED = 0
 
+# %% [markdown]
+# ## 0. im2col on something small enough to read
+#
+# One image, one channel, 3x3 pixels numbered 1 to 9, a 2x2 kernel, no padding: the
+# output is 2x2, so im2col makes 4 columns, one per output pixel, each holding the 4
+# pixels under the kernel there.
+
+# %%
+tiny = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+print("image\n", tiny[0, 0])
+print("im2col(image, 2x2): one column per output pixel (top-left, top-right, bottom-left, bottom-right)\n",
+      F.im2col(tiny, 2, 2, (1, 1), (0, 0)))
+
+# %% [markdown]
+# ## 1. im2col on a batch: one column per output pixel of each image
+#
+# One row per (channel, kernel row, kernel column).
+
+# %%
 rng = np.random.default_rng(SEED)
 x = rng.standard_normal((N, C, H, W))
 w = rng.standard_normal((OC, C, KH, KW))
 b = rng.standard_normal(OC)
-
-# ---- 1. im2col: one column per output pixel of each image, one row per (channel, kernel row, kernel column)
 cols = F.im2col(x, KH, KW, (STRIDE, STRIDE), (PAD, PAD))
 OH, OW = (H + 2 * PAD - KH) // STRIDE + 1, (W + 2 * PAD - KW) // STRIDE + 1
 print(f"x            {x.shape}   (N, C, H, W)")
 print(f"im2col(x)    {cols.shape}   (C*KH*KW, OH*OW*N) = ({C}*{KH}*{KW}, {OH}*{OW}*{N})")
 
-# ---- 2. every filter as a row: W_mat @ cols computes all filters at all positions at once
+# %% [markdown]
+# ## 2. Every filter as a row: W_mat @ cols computes all filters at all positions at once
+
+# %%
 w_mat = w.reshape(OC, -1)
 print(f"W as rows    {w_mat.shape}   (OC, C*KH*KW)")
 y_mat = w_mat @ cols + b[:, None]
@@ -48,7 +70,13 @@ y = y_mat.reshape(OC, OH, OW, N).transpose(3, 0, 1, 2)
 print(f"y            {y.shape}   (N, OC, OH, OW)")
 
 
-# ---- 3. the definition, by loops: each output is a patch times a filter, summed
+# %% [markdown]
+# ## 3. The definition, by loops: each output is a patch times a filter, summed
+#
+# Timed after a warm-up, with the device synchronised before each clock read
+# (a GPU runs ahead of Python), as the median of a few runs.
+
+# %%
 def conv_loops(x, w, b):
     xp = np.pad(x, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))
     out = np.zeros((N, OC, OH, OW))
@@ -61,18 +89,34 @@ def conv_loops(x, w, b):
     return out
 
 
-start = time.perf_counter()
+def median_seconds(fn, repeat):
+    fn()  # warm-up: the first call pays for allocations (and, on a GPU, compiling kernels)
+    times = []
+    for _ in range(repeat):
+        mt.backend.synchronize(args.device)
+        start = time.perf_counter()
+        fn()
+        mt.backend.synchronize(args.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+xt, wt_, bt = (mt.tensor(a, device=args.device) for a in (x, w, b))
 y_loops = conv_loops(x, w, b)
-t_loops = time.perf_counter() - start
-start = time.perf_counter()
-y_conv = F.conv2d(mt.tensor(x, device=args.device), mt.tensor(w, device=args.device),
-                  mt.tensor(b, device=args.device), STRIDE, PAD).numpy()
-t_conv = time.perf_counter() - start
+y_conv = F.conv2d(xt, wt_, bt, STRIDE, PAD).numpy()
+t_loops = median_seconds(lambda: conv_loops(x, w, b), 1 if args.quick else 3)
+t_conv = median_seconds(lambda: F.conv2d(xt, wt_, bt, STRIDE, PAD), 5 if args.quick else 20)
 print(f"\nlargest difference, product vs loops: {np.abs(y - y_loops).max():.1e}; "
       f"conv2d vs loops: {np.abs(y_conv - y_loops).max():.1e}")
 
-# ---- 4. backward: with gy_mat the upstream gradient laid out like y_mat,
-#      gW = gy_mat @ cols^T  and  gx = col2im(W_mat^T @ gy_mat) (each column goes back to its patch)
+# %% [markdown]
+# ## 4. Backward
+#
+# With gy_mat the upstream gradient laid out like y_mat: gW = gy_mat @ cols^T, and
+# gx = col2im(W_mat^T @ gy_mat): each column goes back to the pixels of its patch,
+# adding where patches overlap.
+
+# %%
 gy = rng.standard_normal((N, OC, OH, OW))
 gy_mat = gy.transpose(1, 2, 3, 0).reshape(OC, -1)   # (OC, OH*OW*N), the columns' order
 gw_by_hand = (gy_mat @ cols.T).reshape(w.shape)
@@ -87,7 +131,10 @@ print(f"gW by hand vs backward: {np.abs(gw_by_hand - mt.backend.to_host(wt.grad)
 small = [mt.tensor(a, requires_grad=True, device=args.device) for a in (x[:1, :, :5, :5].copy(), w, b)]
 conv_ok = mt.gradcheck(lambda x, w, b: F.conv2d(x, w, b, STRIDE, PAD), small)
 
-# ---- 5. max pooling: each 2x2 window keeps its largest value; backward sends gy to that one pixel
+# %% [markdown]
+# ## 5. Max pooling: each 2x2 window keeps its largest value; backward sends gy to that one pixel
+
+# %%
 pool_in = mt.tensor(rng.permutation(16).reshape(1, 1, 4, 4).astype(float), requires_grad=True, device=args.device)
 pooled = F.max_pool2d(pool_in, 2)
 pooled.sum().backward()
@@ -102,5 +149,17 @@ print(table(["check", "result"], [
     ["conv2d gradcheck", "pass" if conv_ok else "FAIL"],
     ["max_pool2d gradcheck", "pass" if pool_ok else "FAIL"],
     ["time: loops", f"{t_loops * 1e3:.1f} ms"],
-    ["time: im2col + one product", f"{t_conv * 1e3:.1f} ms ({t_loops / t_conv:.0f}x faster)"],
+    ["time: im2col + one product", f"{t_conv * 1e3:.2f} ms on {args.device} ({t_loops / t_conv:.0f}x faster)"],
 ]))
+assert np.abs(y_conv - y_loops).max() < 1e-9 and conv_ok and pool_ok
+
+# %% [markdown]
+# ## Try this
+#
+# 1. Set `STRIDE, PAD = 2, 0`: the output shrinks to 7x7 at the full size (3x3 quick),
+#    im2col makes a quarter of the columns, and the loops still agree.
+# 2. In section 0, use a 3x3 kernel on the 3x3 image: one output pixel, one column
+#    holding all nine pixels.
+# 3. Time the first call of `F.conv2d` separately from the median: on a GPU the first
+#    call is far slower (CuPy compiles its kernels then), which is why benchmarks warm up.
+

@@ -99,6 +99,7 @@ class Tensor:
     device = property(lambda self: backend.device_of(self.data))
     T = property(lambda self: self.transpose())
     is_leaf = property(lambda self: self._creator is None)
+    grad_fn = property(lambda self: self._creator, doc="The Function that made this tensor (None for a leaf).")
 
     def numel(self):
         return int(self.data.size)
@@ -297,8 +298,9 @@ def _inputs_of(t):
     return fn.inputs
 
 
-def _graph_order(root):
-    """Every tensor that root depends on and that requires grad, inputs before outputs.
+def graph_order(root):
+    """Every tensor that root depends on and that requires grad, inputs before outputs: backward
+    visits them in the reverse of this order.
 
     Iterative depth-first search (no recursion limit) that follows inputs in their
     order, so the order is the same on every run.
@@ -319,7 +321,7 @@ def _graph_order(root):
 
 
 def _run_backward(root, grad, retain_graph=False):
-    order = _graph_order(root)
+    order = graph_order(root)
     for t in order:  # every check before any gradient is touched
         if t._creator is not None:
             t._creator.check_versions()

@@ -52,9 +52,9 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
     features, sizes = {}, {}
     for at in transfer.cut_points(source):  # each layer's features of the pool and the test set, once
         trunk = transfer.cut(source, at)
-        features[at] = [cache.features(trunk, split, f"{data.name}-{at}-{part}-{split.fingerprint()}", layer=at,
-                                       device=device) for part, split in (("pool", data.target_pool),
-                                                                         ("test", data.target_test))]
+        tag = f"{data.name}-{at}-{transfer.weights_hash(trunk)[:8]}"
+        features[at] = [cache.features(trunk, split, f"{tag}-{part}-{split.fingerprint()}", layer=at, device=device)
+                        for part, split in (("pool", data.target_pool), ("test", data.target_test))]
         sizes[at] = features[at][0].shape[1]
     _RUN.update(data=data, features=features, budget=budget, num_classes=num_classes, device=device)
     runs = [(at, k, seed) for at in features for k in ks for seed in range(seeds)]

@@ -3,23 +3,51 @@
 import argparse
 import os
 import statistics
+import sys
 
 from minitl import backend
 
 
-def lesson_arguments(doc, argv=None):
+def lesson_arguments(doc, file=None, argv=None):
     """Every lesson's command line: --device and --quick. A device that cannot be used (cuda
-    without CuPy or a GPU) ends the lesson at once with one line and exit code 2."""
+    without CuPy or a GPU) ends the lesson at once with one line and exit code 2.
+
+    `args.out` is the folder for the lesson's pictures: lessons/out/<lesson>/, or
+    lessons/out/quick/<lesson>/ in quick mode, so a quick run never overwrites a full run's.
+    In a notebook (the lessons open as notebooks through jupytext) the kernel's own
+    arguments are ignored.
+    """
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (seconds), as CI runs it")
-    args = parser.parse_args(argv)
+    in_notebook = "ipykernel" in sys.modules
+    args = parser.parse_known_args(argv)[0] if in_notebook else parser.parse_args(argv)
     try:
         args.device = backend.check_device(args.device)
     except (ValueError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
     backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
+    name = os.path.splitext(os.path.basename(file))[0] if file else "notebook"
+    root = os.path.join(os.path.dirname(os.path.abspath(file)) if file else os.getcwd(), "out")
+    args.out = os.path.join(root, "quick", name) if args.quick else os.path.join(root, name)
     return args
+
+
+def picture(args, what):
+    """matplotlib.pyplot for a lesson's picture, or None after printing one line saying it was skipped."""
+    plt = pyplot()
+    if plt is None:
+        print(f"(picture skipped, matplotlib is not installed: {what}; pip install 'minitl[lessons]')")
+    return plt
+
+
+def save_picture(plt, fig, args, name):
+    """Save a lesson's picture into args.out, close it and print its path; returns the path."""
+    fig.tight_layout()
+    path = save_figure(fig, args.out, name)
+    plt.close(fig)
+    print(f"picture: {path}")
+    return path
 
 
 def table(headers, rows):
@@ -49,23 +77,9 @@ def pyplot():
     return plt
 
 
-def out_path(lesson_file, name):
-    """A path in the out/ folder beside a lesson (created if needed)."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(lesson_file)), "out")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)
-
-
 def save_figure(fig, folder, name):
     """Save a figure as folder/name (the folder is created); returns the path."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def save_plot(fig, lesson_file, name):
-    """Save a figure to the out/ folder beside the lesson; returns the path."""
-    path = out_path(lesson_file, name)
     fig.savefig(path, dpi=100)
     return path

@@ -224,22 +224,27 @@ def train_source(data, device=None, seed=0, steps=SOURCE_STEPS, norm=None):
     return model
 
 
-def source_model_path(data, seed=0, folder=None, norm=None):
-    """Where source_model keeps the weights for this data, architecture, recipe and seed."""
-    recipe = json.dumps([data.name, data.source_train.fingerprint(), architecture(data, norm),
-                         SOURCE_STEPS, SOURCE_LR, SOURCE_BATCH, seed])
+def source_model_path(data, seed=0, folder=None, norm=None, steps=SOURCE_STEPS, lr=SOURCE_LR, batch=SOURCE_BATCH):
+    """Where the source model trained on this data, architecture and recipe (steps, lr, batch, seed) is
+    kept: a different recipe is a different file, so a model trained another way is never mistaken
+    for source_model's."""
+    recipe = json.dumps([data.name, data.source_train.fingerprint(), architecture(data, norm), steps, lr, batch, seed])
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return os.path.join(cache_dir(folder), f"source-{data.name}{'-' + norm if norm else ''}-{digest}.npz")
 
 
-def source_model(data, device=None, seed=0, folder=None, log=print, norm=None):
+def source_model(data, device=None, seed=0, folder=None, log=print, norm=None, verbose=False):
     """The source model for `data`: loaded from the cache folder when a file for exactly this
-    data, architecture and training recipe is there; trained and saved otherwise (seconds)."""
+    data, architecture and training recipe is there; trained and saved otherwise (seconds).
+    verbose=True also says which file was loaded, and the model's source test accuracy."""
     path = source_model_path(data, seed, folder, norm)
     if os.path.exists(path):
         try:
             model = model_for(data, device, norm)
             model.load_state_dict(load(path))
+            if verbose:
+                log(f"loaded the source model from {path} "
+                    f"(source test accuracy {accuracy(model, data.source_test, device):.3f})")
             return model
         except ValueError as e:
             log(f"source model cache unusable ({e}); training again")
@@ -487,9 +492,9 @@ def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None
     _check_labels(train, num_classes)
     trunk = source.features if at is None else cut(source, at)
     layer = at or "features"
-    name = name or f"{data.name}-{layer}-{train.fingerprint()}"
-    feats = cache.features(trunk, train, name, layer=layer, device=device)
-    test_feats = cache.features(trunk, data.target_test, f"{data.name}-{layer}-test-{data.target_test.fingerprint()}",
+    tag = f"{data.name}-{layer}-{weights_hash(trunk)[:8]}"  # one file per backbone: no two thrash over a name
+    feats = cache.features(trunk, train, name or f"{tag}-{train.fingerprint()}", layer=layer, device=device)
+    test_feats = cache.features(trunk, data.target_test, f"{tag}-test-{data.target_test.fingerprint()}",
                                 layer=layer, device=device)
     acc, losses, head = train_head(feats, train.y, test_feats, data.target_test.y, num_classes, budget, seed, device)
     model = copy.deepcopy(source)
@@ -507,10 +512,11 @@ def check_cache_on_source_task(source, data, cache, budget=None, device=None):
     that the cache holds the backbone's real features. Returns (head accuracy, source model accuracy)
     on the source test set."""
     budget = budget or budgets_for(data.name)["proxy"]
-    feats = cache.features(source.features, data.source_train, f"{data.name}-source-{data.source_train.fingerprint()}",
+    tag = f"{data.name}-source-{weights_hash(source.features)[:8]}"
+    feats = cache.features(source.features, data.source_train, f"{tag}-{data.source_train.fingerprint()}",
                            device=device)
-    test = cache.features(source.features, data.source_test, f"{data.name}-source-test-"
-                          f"{data.source_test.fingerprint()}", device=device)
+    test = cache.features(source.features, data.source_test, f"{tag}-test-{data.source_test.fingerprint()}",
+                          device=device)
     head_acc, _, _ = train_head(feats, data.source_train.y, test, data.source_test.y, len(data.source_classes),
                                 budget, 0, device)
     return head_acc, accuracy(source, data.source_test, device)

@@ -88,7 +88,7 @@ def test_python_m_minitl_layers_quick(tmp_path, dataset):
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(results["table"]) == ["input", "features.1", "features.2", "features.4", "features.5", "features.8"]
-    for cut, row in results["table"].items():
+    for row in results["table"].values():
         assert list(row) == ["2", "all"] and all(len(cell["accuracy"]) == 2 for cell in row.values())
     assert results["config"]["feature_size"]["features.8"] == 64
     assert "linear probe accuracy on the held-out target test set, by the layer it reads" in done.stdout

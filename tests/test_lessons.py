@@ -1,14 +1,39 @@
-"""Every lesson runs in quick mode, exits 0 and ends with its table."""
+"""Every lesson runs in quick mode, exits 0, prints its table, draws its pictures (when matplotlib is
+there), opens as a notebook (percent-format cells, no empty markdown cell), and ends with exercises."""
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 from conftest import REQUESTED_DEVICE
 
-LESSONS = sorted((pathlib.Path(__file__).parent.parent / "lessons").glob("[0-9][0-9]_*.py"))
+HERE = pathlib.Path(__file__).parent.parent / "lessons"
+LESSONS = sorted(HERE.glob("[0-9][0-9]_*.py"))
+PICTURES = {  # what each lesson draws (under lessons/out/quick/<lesson>/ in quick mode)
+    "04_train_the_source_model": {"data.png", "loss_curve.png", "first_layer_filters.png"},
+    "05_fine_tune_the_last_layer": {"learning_curves.png"},
+    "06_feature_extraction_and_proxy_collection": {"features_vs_pixels.png"},
+    "07_regularized_fine_tuning": {"learning_curves.png"},
+    "08_which_layer_transfers": {"accuracy_by_layer.png"},
+    "09_frozen_statistics": {"running_means.png"},
+}
+
+
+def cells(path):
+    """(kind, text) of every percent-format cell: kind "code" or "markdown"."""
+    out, kind, lines = [], "code", []
+    for line in path.read_text().splitlines():
+        marker = re.match(r"# %%( \[markdown\])?", line)
+        if marker:
+            out.append((kind, "\n".join(lines)))
+            kind, lines = ("markdown" if marker.group(1) else "code"), []
+        else:
+            lines.append(line)
+    out.append((kind, "\n".join(lines)))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +42,31 @@ def shared_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("lesson-cache"))
 
 
-def test_there_are_nine_lessons():
-    assert len(LESSONS) == 9
+def test_the_lessons_are_the_course():
+    names = [p.stem for p in LESSONS]
+    assert names[:3] == ["01_tensors_and_autograd", "02_gradient_checking", "03_convolution_as_matrix_product"]
+    assert {"09_frozen_statistics", "10_the_gpu_path_without_a_gpu", "11_timing_cpu_and_gpu"} <= set(names)
+    assert len(LESSONS) == 11
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_a_lesson_is_a_notebook_of_cells_and_ends_with_exercises(lesson):
+    parts = cells(lesson)
+    markdown = [text for kind, text in parts if kind == "markdown"]
+    assert parts[0][1].lstrip().startswith('"""Lesson'), "a lesson opens with its docstring"
+    assert len(parts) >= 6 and len(markdown) >= 3, "a lesson is split into cells, prose in markdown cells"
+    for text in markdown:
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines and all(line.startswith("#") for line in lines), "a markdown cell is prose, not empty, not code"
+    assert "## Try this" in markdown[-1] and len(re.findall(r"^# \d\. ", markdown[-1], re.M)) >= 3
+
+
+def test_the_lessons_open_as_notebooks_in_jupytext():
+    jupytext = pytest.importorskip("jupytext")
+    for lesson in LESSONS:
+        notebook = jupytext.read(lesson)
+        kinds = [cell.cell_type for cell in notebook.cells]
+        assert "markdown" in kinds and "code" in kinds, lesson.name
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
@@ -30,3 +78,21 @@ def test_lesson_runs_in_quick_mode(lesson, shared_cache):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.rstrip().splitlines()
     assert any(set(line.replace(" ", "")) == {"-"} for line in lines), "the lesson printed no table"
+    drawn = {pathlib.Path(line.split("picture: ", 1)[1]).name for line in lines if line.startswith("picture: ")}
+    skipped = any("picture skipped" in line for line in lines)
+    expected = PICTURES.get(lesson.stem, set())
+    assert drawn == expected or (skipped and not drawn), (drawn, expected)
+    for line in lines:
+        if line.startswith("picture: "):
+            path = pathlib.Path(line.split("picture: ", 1)[1])
+            assert path.exists() and path.parent.parent.name == "quick", "quick runs draw into out/quick/"
+
+
+def test_a_lesson_without_a_usable_gpu_stops_with_one_line():
+    from conftest import CUDA_OK
+    if CUDA_OK:
+        pytest.skip("this machine has a GPU (or the stand-in)")
+    done = subprocess.run([sys.executable, str(LESSONS[0]), "--quick", "--device", "cuda"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "cuda" in done.stderr
+    assert "Traceback" not in done.stderr
