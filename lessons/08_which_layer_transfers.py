@@ -64,8 +64,8 @@ for dataset in DATASETS:
 # %%
 for dataset in DATASETS:
     print(f"\n{dataset}:")
-    layers[dataset] = run_layers(dataset, (SMALL, LARGE), SEEDS, args.device, log=lambda line: print(line)
-                                 if line.startswith("  ") else None)
+    layers[dataset] = run_layers(dataset, (SMALL, LARGE), SEEDS, args.device, steps=STEPS,
+                                 log=lambda line: print(line) if line.startswith("  ") else None)
 cuts = list(layers[DATASETS[0]])
 
 plt = picture(args, "probe accuracy by layer, for both tasks")
@@ -142,7 +142,7 @@ for dataset in DATASETS:
 print()
 print(table(["target data", "CS231n says (its number here)", "best here", "does the advice hold?"], rows))
 if args.quick:
-    print("(quick mode: the methods trained 30 steps, far from converged; read a full run's numbers)")
+    print("(quick mode: every method and head trained 30 steps, far from converged; read a full run's numbers)")
 
 # %% [markdown]
 # ## Try this

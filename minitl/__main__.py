@@ -43,14 +43,16 @@ def layers_main(argv):
     parser.add_argument("--k", default=None,
                         help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a reduced run (k=2,all; 2 seeds)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="training steps for every head (default: the proxy's budget, minitl.transfer.BUDGETS)")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (k=2,all; 2 seeds; 100 steps)")
     parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-depth plot")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     try:
         ks = parse_k(args.k) if args.k is not None else quick.get("k", DEFAULT_K)
         run_layers(dataset=args.dataset, ks=ks, seeds=args.seeds or quick.get("seeds", 3), device=args.device,
-                   out=args.out)
+                   out=args.out, steps=args.steps or quick.get("steps"))
     except (ValueError, ImportError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

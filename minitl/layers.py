@@ -12,12 +12,12 @@ trains on the rows it draws, so the whole table takes seconds.
 import statistics
 import time
 
-from minitl import backend, parallel, report, transfer
+from minitl import backend, compare, parallel, report, transfer
 from minitl.compare import check_out_folder, save_json
 from minitl.data import k_shot_indices, load_dataset
 
 DEFAULT_K = (2, 5, 10, 20, "all")
-QUICK = dict(k=(2, "all"), seeds=2)
+QUICK = dict(k=(2, "all"), seeds=2, steps=100)  # a first look: every head gets 100 steps
 
 
 _RUN = {}  # what every head shares: set before the runs start (worker processes inherit it)
@@ -33,11 +33,13 @@ def _one_head(run):
     return accuracy
 
 
-def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, log=print):
-    """The table {cut name: {k: {"accuracy": [one per seed]}}}, printed and (with out) saved."""
+def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, log=print, steps=None):
+    """The table {cut name: {k: {"accuracy": [one per seed]}}}, printed and (with out) saved. Every head
+    trains with the proxy's budget (transfer.budgets_for), unless `steps` gives each that many steps."""
     device = backend.check_device(device)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if out is not None:
         check_out_folder(out)
     data = load_dataset(dataset)
@@ -46,7 +48,7 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
     start = time.perf_counter()
     source = transfer.source_model(data, device, log=log)
     cache = transfer.FeatureCache(log=log)
-    budget = transfer.budgets_for(dataset)["proxy"]
+    budget = compare.budgets_for(dataset, ("proxy",), steps)["proxy"]
     num_classes = len(data.target_classes)
     log(f"{data.name}: a linear probe at every cut point of the source backbone, {seeds} seeds")
     features, sizes = {}, {}
