@@ -25,10 +25,14 @@ from minitl import backend, data, transfer
 METHODS = ("scratch", "proxy", "fine_tune", "fine_tune+feature_mse", "fine_tune+l2sp")
 
 
-def measure(dataset, ks, candidates, seeds, log=print):
+def development(dataset, log):
+    """The development data, its source model and a quiet feature cache."""
     dev = data.development_data(dataset)
-    source = transfer.source_model(dev, log=log)
-    cache = transfer.FeatureCache(log=lambda *a: None)
+    return dev, transfer.source_model(dev, log=log), transfer.FeatureCache(log=lambda *a: None)
+
+
+def measure(dataset, ks, candidates, seeds, log=print):
+    dev, source, cache = development(dataset, log)
     rows = []
     for method in METHODS:
         base = transfer.budgets_for(dataset)[method]
@@ -54,9 +58,7 @@ def measure(dataset, ks, candidates, seeds, log=print):
 def check(dataset, ks, seeds, log=print):
     """Each method's chosen budget against twice its steps: converged when neither the development
     accuracy nor the training loss moves much."""
-    dev = data.development_data(dataset)
-    source = transfer.source_model(dev, log=log)
-    cache = transfer.FeatureCache(log=lambda *a: None)
+    dev, source, cache = development(dataset, log)
     rows = []
     for method in METHODS:
         chosen = transfer.budgets_for(dataset)[method]

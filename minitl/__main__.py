@@ -32,21 +32,26 @@ def check_main(argv):
     return 1 if run_check(devices=devices) else 0
 
 
-def layers_main(argv):
+def table_arguments(parser, runs, quick, plot):
+    """The options the comparison and the layer table share."""
     from minitl import data
-    from minitl.compare import parse_k
-    from minitl.layers import DEFAULT_K, QUICK, run_layers
-    parser = argparse.ArgumentParser(prog="python -m minitl layers", description="a linear probe on every layer "
-                                     "of the source network: which layer transfers to the target task?")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(sorted(data.DATASETS))}")
     parser.add_argument("--k", default=None,
                         help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
     parser.add_argument("--steps", type=positive_int, default=None,
-                        help="training steps for every head (default: the proxy's budget, minitl.transfer.BUDGETS)")
-    parser.add_argument("--quick", action="store_true", help="a reduced run (k=2,all; 2 seeds; 100 steps)")
-    parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-depth plot")
+                        help=f"training steps for every {runs} (default: its budget, minitl.transfer.BUDGETS)")
+    parser.add_argument("--quick", action="store_true", help=f"a reduced run for a first look and for CI ({quick})")
+    parser.add_argument("--out", default=None, help=f"folder for results.json and {plot}")
+
+
+def layers_main(argv):
+    from minitl.compare import parse_k
+    from minitl.layers import DEFAULT_K, QUICK, run_layers
+    parser = argparse.ArgumentParser(prog="python -m minitl layers", description="a linear probe on every layer "
+                                     "of the source network: which layer transfers to the target task?")
+    table_arguments(parser, "head", "k=2,all; 2 seeds; 100 steps", "the accuracy-vs-depth plot")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     try:
@@ -68,24 +73,16 @@ def main(argv=None):
     if argv[:1] == ["layers"]:
         return layers_main(argv[1:])
 
-    from minitl import data, transfer
+    from minitl import transfer
     from minitl.compare import DEFAULT_K, QUICK, check_out_folder, parse_k, parse_methods, run_comparison
     parser = argparse.ArgumentParser(prog="python -m minitl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
-    parser.add_argument("--dataset", default="glyphs", help=f"one of {', '.join(sorted(data.DATASETS))}")
+    table_arguments(parser, "run", "k=2,10,all; 2 seeds; 100 steps", "the accuracy and loss plots")
     parser.add_argument("--methods", default=",".join(transfer.METHODS), help="comma-separated method names")
-    parser.add_argument("--k", default=None,
-                        help="comma-separated examples per class, or 'all' (default 2,5,10,20,all)")
-    parser.add_argument("--seeds", type=positive_int, default=None, help="runs per cell (default 3)")
-    parser.add_argument("--steps", type=positive_int, default=None,
-                        help="training steps for every run (default: each method's budget, minitl.transfer.BUDGETS)")
     parser.add_argument("--norm", choices=["none", "batch"], default="none",
                         help="the transfer CNN's normalisation: none (the default table) or batch (conv-BN-ReLU)")
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="processes running the table's runs (default: one per core, at most 2; 1 on cuda)")
-    parser.add_argument("--quick", action="store_true", help="a reduced run for a first look and for CI")
-    parser.add_argument("--out", default=None, help="folder for results.json and the accuracy-vs-k plot")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     try:  # every option is checked here, before any training starts

@@ -52,6 +52,19 @@ def parse_methods(text):
     return methods
 
 
+def check_run_options(dataset, ks, seeds, steps, out):
+    """Everything a table's options can get wrong, checked before any work; returns the dataset."""
+    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if out is not None:
+        check_out_folder(out)
+    data = load_dataset(dataset)
+    for k in ks:
+        k_shot(data.target_pool, k)
+    return data
+
+
 def check_out_folder(folder):
     """The --out folder exists or can be made, and files can be written in it: checked before any training."""
     if os.path.exists(folder) and not os.path.isdir(folder):
@@ -114,14 +127,7 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     parse_methods(",".join(methods))
     if norm not in transfer.NORMS:
         raise ValueError(f"norm must be one of {transfer.NORMS}, got {norm!r}")
-    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if out is not None:
-        check_out_folder(out)
-    data = load_dataset(dataset)
-    for k in ks:  # every k is checked before any training starts
-        k_shot(data.target_pool, k)
+    data = check_run_options(dataset, ks, seeds, steps, out)
     budgets = budgets_for(dataset, methods, steps)
     log(f"{data.name}{' (batch norm)' if norm else ''}: {len(data.source_classes)} source classes, "
         f"{len(data.target_classes)} target classes, images {data.image_shape}; {seeds} seeds, device {device}; "

@@ -13,8 +13,8 @@ import statistics
 import time
 
 from minitl import backend, compare, parallel, report, transfer
-from minitl.compare import check_out_folder, save_json
-from minitl.data import k_shot_indices, load_dataset
+from minitl.compare import save_json
+from minitl.data import k_shot_indices
 
 DEFAULT_K = (2, 5, 10, 20, "all")
 QUICK = dict(k=(2, "all"), seeds=2, steps=100)  # a first look: every head gets 100 steps
@@ -37,14 +37,7 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
     """The table {cut name: {k: {"accuracy": [one per seed]}}}, printed and (with out) saved. Every head
     trains with the proxy's budget (transfer.budgets_for), unless `steps` gives each that many steps."""
     device = backend.check_device(device)
-    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if out is not None:
-        check_out_folder(out)
-    data = load_dataset(dataset)
-    for k in ks:  # every k is checked before any work
-        k_shot_indices(data.target_pool, k)
+    data = compare.check_run_options(dataset, ks, seeds, steps, out)
     start = time.perf_counter()
     source = transfer.source_model(data, device, log=log)
     cache = transfer.FeatureCache(log=log)
