@@ -3,6 +3,7 @@ python -m minitl layers [options]   a linear probe at every layer of the source 
 python -m minitl check              the install doctor: versions, devices, a gradcheck of every op"""
 
 import argparse
+import os
 import sys
 
 
@@ -15,6 +16,14 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def environment():
+    """The environment variables minitl reads, checked before any work (a ValueError names a bad one)."""
+    from minitl import backend
+    backend.blas_thread_count()
+    if "MINITL_DEVICE" in os.environ:
+        backend.default_device()
 
 
 def check_main(argv):
@@ -55,6 +64,7 @@ def layers_main(argv):
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     try:
+        environment()
         ks = parse_k(args.k) if args.k is not None else quick.get("k", DEFAULT_K)
         run_layers(dataset=args.dataset, ks=ks, seeds=args.seeds or quick.get("seeds", 3), device=args.device,
                    out=args.out, steps=args.steps or quick.get("steps"))
@@ -86,6 +96,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
     try:  # every option is checked here, before any training starts
+        environment()
         ks = parse_k(args.k) if args.k is not None else quick.get("k", DEFAULT_K)
         methods = parse_methods(args.methods)
         if args.out is not None:

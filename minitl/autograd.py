@@ -9,6 +9,7 @@ gradient of its output.
 
 import builtins
 import contextlib
+import numbers
 
 from minitl import backend
 
@@ -55,6 +56,9 @@ def _as_array(data, dtype=None, device=None):
         if isinstance(data, str) or data is None:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
         array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"cannot make a tensor of {array.dtype} values: minitl computes with real numbers, integers "
+                        f"and bools")
     return backend.to_device(array, device)
 
 
@@ -135,6 +139,8 @@ class Tensor:
     def to(self, device_or_dtype):
         """This tensor on another device ("cpu", "cuda") or as another dtype (mt.float32, "float64");
         gradients flow back across the move or the cast, in the source's own dtype."""
+        if device_or_dtype is None:  # device=None: where it already is
+            return self
         if isinstance(device_or_dtype, str) and device_or_dtype in backend.DEVICES:
             if backend.check_device(device_or_dtype) == self.device:
                 return self
@@ -597,11 +603,21 @@ def _normalize_axes(axis, ndim, op):
     """axis (None, int or tuple) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     for a in axes:
+        if not _is_int(a):
+            raise TypeError(f"{op}: axis must be an integer or a tuple of integers, got {axis!r}")
         if not -ndim <= a < builtins.max(ndim, 1):
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(a % builtins.max(ndim, 1) for a in axes))
+    normalized = tuple(sorted(a % builtins.max(ndim, 1) for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{op}: axis {axis!r} names an axis twice")
+    return normalized
+
+
+def _is_int(value):
+    """A Python or NumPy integer, not a bool (True is not an axis or a size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _keepdims_shape(shape, axes):
@@ -689,6 +705,8 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
+    if not all(_is_int(n) for n in shape):
+        raise TypeError(f"reshape: the shape must be integers, got {tuple(shape)}")
     shape = tuple(int(n) for n in shape)
     known = 1
     for n in shape:

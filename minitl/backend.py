@@ -55,8 +55,17 @@ def blas_threads():
     second thread on a quiet machine and loses up to tenfold when other processes want the cores
     (benchmarks/README.md has the measurements). Outside the block nothing changes."""
     from threadpoolctl import threadpool_limits
-    n = int(os.environ.get("MINITL_BLAS_THREADS", "1"))
+    n = blas_thread_count()
     return threadpool_limits(limits=n if n > 0 else None, user_api="blas")
+
+
+def blas_thread_count():
+    """MINITL_BLAS_THREADS as a number (default 1; 0: the BLAS library's own choice), or a clear error."""
+    text = os.environ.get("MINITL_BLAS_THREADS", "1")
+    if not text.strip().isdigit():
+        raise ValueError(f"MINITL_BLAS_THREADS must be an integer >= 0 (0 leaves the BLAS library's choice), "
+                         f"got {text!r}")
+    return int(text)
 
 
 def malloc_tuned():
@@ -93,7 +102,11 @@ def cuda_status():
 
 def default_device():
     """The device named by MINITL_DEVICE, else "cpu"."""
-    return check_device(os.environ.get("MINITL_DEVICE", "cpu"))
+    name = os.environ.get("MINITL_DEVICE", "cpu")
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r} (from the environment variable MINITL_DEVICE): expected one of "
+                         f"{DEVICES}")
+    return check_device(name)
 
 
 def device_for(device, array=None):
@@ -281,8 +294,9 @@ def write_npz(file, arrays):
 
 def read_npz(path):
     """Every array of an .npz, each member read whole and checked: its CRC, its header, and its
-    length against the header's shape and dtype before anything is allocated. A damaged file
-    raises ValueError naming the member and what is wrong; nothing is unpickled."""
+    length against the header's shape and dtype before an array is made. Members must be stored
+    uncompressed (so no member unpacks to more than the file holds) and named once. A damaged
+    file raises ValueError naming the member and what is wrong; nothing is unpickled."""
     arrays = {}
     try:
         archive = zipfile.ZipFile(path)
@@ -292,6 +306,10 @@ def read_npz(path):
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"member {info.filename!r} is not an array (.npy)")
+            if info.filename[:-4] in arrays:
+                raise ValueError(f"member {info.filename!r} appears twice")
+            if info.compress_type != zipfile.ZIP_STORED:  # its size on disk would not bound what it unpacks to
+                raise ValueError(f"member {info.filename!r} is compressed; minitl writes and reads uncompressed files")
             try:
                 raw = archive.read(info)  # to its end: zipfile checks the member's CRC there
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
@@ -320,4 +338,5 @@ def _parse_npy(raw, name):
         raise ValueError(f"member {name!r}: its header says {dtype} of shape {shape} ({expected} bytes) but it holds "
                          f"{found} bytes of data")
     a = numpy.frombuffer(raw, dtype=dtype, count=count, offset=f.tell())
-    return a.reshape(shape, order="F" if fortran_order else "C").copy()
+    a = a.reshape(shape, order="F" if fortran_order else "C")
+    return a.astype(dtype.newbyteorder("="))  # a copy, in this machine's byte order (CuPy ignores any other)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
 
 from minitl import backend, parallel, report, transfer
@@ -26,12 +27,13 @@ def parse_k(text):
     """"2,5,all" -> (2, 5, "all"); empty entries and repeats are errors."""
     if not text.strip():
         raise ValueError("--k is empty: give examples per class like 2,5,all")
+    digits = set("0123456789")
     out = []
     for part in text.split(","):
         part = part.strip()
         if part == "all":
             value = "all"
-        elif part.isdigit() and int(part) > 0:
+        elif part and set(part) <= digits and int(part) > 0:
             value = int(part)
         else:
             raise ValueError(f"--k: {part!r} is not a positive integer or 'all'")
@@ -65,23 +67,24 @@ def check_run_options(dataset, ks, seeds, steps, out):
     return data
 
 
+OUTPUTS = ("results.json", "accuracy-vs-k.png", "loss-curves.png", "accuracy-vs-depth.png")
+
+
 def check_out_folder(folder):
-    """The --out folder exists or can be made, and files can be written in it: checked before any training."""
+    """The --out folder exists or can be made, files can be written in it, and no output name is taken by a
+    folder: checked before any training."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ValueError(f"--out {folder} is a file, not a folder")
+    for name in OUTPUTS:
+        if os.path.isdir(os.path.join(folder, name)):
+            raise ValueError(f"--out {folder}: {name} there is a folder; the results would have nowhere to go")
     try:
         os.makedirs(folder, exist_ok=True)
-        with atomic_write(os.path.join(folder, ".write-test"), "w") as f:
-            f.write("ok")
-        os.remove(os.path.join(folder, ".write-test"))
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")  # a unique name: runs may share --out
+        os.close(fd)
+        os.remove(probe)
     except OSError as e:
         raise OSError(f"--out {folder} cannot be written ({e.strerror or e})") from None
-
-
-def _fmt(values):
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def budgets_for(dataset, methods, steps=None):
@@ -121,9 +124,7 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     `steps` gives every method that many steps. The runs are independent and seeded, so `jobs`
     processes (default: one per core, on the CPU) give the same table as one, sooner."""
     device = backend.check_device(device)
-    jobs = parallel.default_jobs(device) if jobs is None else jobs
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    jobs = parallel.default_jobs(device) if jobs is None else parallel.check_jobs(jobs, device)
     parse_methods(",".join(methods))
     if norm not in transfer.NORMS:
         raise ValueError(f"norm must be one of {transfer.NORMS}, got {norm!r}")

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import secrets
+import stat
 
 from minitl import backend
 from minitl.autograd import Tensor
@@ -15,14 +16,15 @@ def save(state_dict, path):
 
     The file is written next to its destination under a temporary name (".name.XXXX.partial",
     never mistaken for a checkpoint) and then renamed, so a crash mid-write leaves the old file
-    (or none), never half a file. The new file gets the usual permissions (the umask's).
+    (or none), never half a file (see atomic_write for permissions and links).
     """
     if not isinstance(state_dict, dict):
         raise TypeError(f"save: expected a dict of name -> array, got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
-        if not isinstance(name, str) or not name or name == _MARK or "/" in name:
-            raise ValueError(f"save: keys must be non-empty strings without '/', other than {_MARK!r}; got {name!r}")
+        if not isinstance(name, str) or not name or name == _MARK or "/" in name or not name.isprintable():
+            raise ValueError(f"save: keys must be non-empty printable strings without '/', other than {_MARK!r}; "
+                             f"got {name!r}")
         value = value.data if isinstance(value, Tensor) else value
         if not backend.is_array(value):
             raise TypeError(f"save: {name!r} is a {type(value).__name__}; only arrays and tensors can be saved")
@@ -31,6 +33,8 @@ def save(state_dict, path):
         arrays[name] = backend.to_host(value)
     arrays[_MARK] = backend.numpy_host.asarray(1)
     path = os.fspath(path)
+    if not path or os.path.isdir(path):
+        raise ValueError(f"save: {path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
     with atomic_write(path) as f:
         backend.write_npz(f, arrays)
 
@@ -39,9 +43,14 @@ def save(state_dict, path):
 def atomic_write(path, mode="wb"):
     """Write to a new file at `path` all at once: the data goes to a unique temporary file beside
     it, which is renamed over `path` only when the block ends without error. A crash leaves the
-    old file (or none); an error removes the temporary file. The file gets the permissions
-    open() would give it (0666 less the umask), and two writers never share a temporary name."""
-    folder = os.path.dirname(os.path.abspath(path))
+    old file (or none); an error removes the temporary file. A new file gets the permissions
+    open() would give it (0666 less the umask), a file written again keeps its own; a symbolic
+    link is followed; and two writers never share a temporary name."""
+    path = os.fspath(path)
+    if not path or os.path.isdir(path):
+        raise ValueError(f"{path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
+    path = os.path.realpath(path)  # a symbolic link keeps pointing at the file it names
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -50,6 +59,8 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if os.path.exists(path):  # a file written again keeps the permissions it had
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -97,20 +97,42 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
+        """Take the hyperparameters and per-parameter state of state_dict() from an optimizer of the same
+        kind over parameters of the same shapes. Everything is checked before anything changes."""
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict) \
+                or not isinstance(state_dict.get("param_groups"), list):
+            raise ValueError(f"{where}: expected a dict with 'state' (a dict) and 'param_groups' (a list), "
+                             f"as state_dict() returns")
         groups = state_dict["param_groups"]
+        if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+            raise ValueError(f"{where}: every parameter group must be a dict with a list of 'params'")
         sizes = [len(g["params"]) for g in self.param_groups]
         if [len(g["params"]) for g in groups] != sizes:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the saved groups have "
-                             f"{[len(g['params']) for g in groups]} parameters, this optimizer has {sizes}")
+            raise ValueError(f"{where}: the saved groups have {[len(g['params']) for g in groups]} parameters, "
+                             f"this optimizer has {sizes}")
         params = self._params()
         for i, s in state_dict["state"].items():
+            if not (isinstance(i, int) or (isinstance(i, str) and i.isdigit())) or not 0 <= int(i) < len(params):
+                raise ValueError(f"{where}: state for parameter {i!r}, but there are {len(params)} parameters")
+            if not isinstance(s, dict) or set(s) != set(self.STATE_KEYS):
+                keys = sorted(s) if isinstance(s, dict) else type(s).__name__
+                raise ValueError(f"{where}: parameter {i} has state {keys}, a {type(self).__name__} keeps "
+                                 f"{sorted(self.STATE_KEYS)} (is it another optimizer's state?)")
             for name, v in s.items():
-                if hasattr(v, "shape") and tuple(v.shape) != params[int(i)].shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} of parameter {i} has "
-                                     f"shape {tuple(v.shape)}, the parameter has {params[int(i)].shape}")
+                if name == "step":
+                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                        raise ValueError(f"{where}: parameter {i} has step {v!r}, expected an integer >= 0")
+                elif not backend.is_array(v) or tuple(v.shape) != params[int(i)].shape:
+                    raise ValueError(f"{where}: state {name!r} of parameter {i} has shape "
+                                     f"{tuple(getattr(v, 'shape', ()))}, the parameter has {params[int(i)].shape}")
         for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            unknown = set(saved) - set(self.defaults) - {"params"}
+            if unknown:
+                raise ValueError(f"{where}: parameter group {i} has options {sorted(unknown)} that a "
+                                 f"{type(self).__name__} does not take")
             merged = {**group, **{k: v for k, v in saved.items() if k != "params"}}
-            self.check_group(merged, f"{type(self).__name__}.load_state_dict: parameter group {i}")
+            self.check_group(merged, f"{where}: parameter group {i}")
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = {id(params[int(i)]): {n: (backend.to_device(v, params[int(i)].device).copy()
@@ -121,6 +143,8 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * d, where g = grad + weight_decay * p and, with momentum,
     buf = momentum * buf + g and d = buf (or g + momentum * buf with nesterov)."""
+
+    STATE_KEYS = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
@@ -164,6 +188,8 @@ class Adam(Optimizer):
     The update is written as p -= lr sqrt(c2)/c1 * m / (sqrt(v) + eps sqrt(c2)) with c1 = 1-b1^t,
     c2 = 1-b2^t: the same number, with the bias corrections folded into two scalars.
     """
+
+    STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))

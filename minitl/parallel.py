@@ -19,6 +19,20 @@ def default_jobs(device):
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def check_jobs(jobs, device):
+    """A usable number of processes, or a ValueError saying why not."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and device == "cuda":
+        raise ValueError(f"jobs={jobs} on cuda: a forked process cannot use CUDA; use jobs=1 on a GPU")
+    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"jobs={jobs}: this system cannot fork processes; use jobs=1")
+    cores = os.cpu_count() or 1
+    if jobs > cores:
+        raise ValueError(f"jobs={jobs} is more than the {cores} cores here: more processes than cores only fight")
+    return jobs
+
+
 def _one_blas_thread():
     threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
 

@@ -24,6 +24,7 @@ def lesson_arguments(doc, file=None, argv=None):
     args = parser.parse_known_args(argv)[0] if in_notebook else parser.parse_args(argv)
     try:
         args.device = backend.check_device(args.device)
+        backend.blas_thread_count()
     except (ValueError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
     backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)

@@ -66,7 +66,26 @@ def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, e
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"fit: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, value in (("steps", steps), ("every", every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
     base = [group["lr"] for group in optimizer.param_groups]
+    try:
+        losses = _steps(loss_fn, optimizer, loader, steps, schedule, callback, every, base)
+    finally:  # even when interrupted, the optimizer keeps its own learning rates, not a decayed one
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr
+    losses = [float(v) for v in losses]
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise NonFiniteLoss(f"the loss became {losses[bad]} at step {bad + 1} of {steps} "
+                            f"(the last finite loss was {losses[bad - 1] if bad else 'none'}): training diverged; "
+                            f"try a smaller learning rate, and check the data for NaN")
+    return losses
+
+
+def _steps(loss_fn, optimizer, loader, steps, schedule, callback, every, base):
+    """fit's loop: the losses as device arrays."""
     losses, batches = [], iter(loader)
     with backend.blas_threads():  # small batches: one BLAS thread by default (see backend.blas_threads)
         for step in range(steps):
@@ -81,21 +100,17 @@ def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, e
             losses.append(train_step(loss_fn, optimizer, x, y).data)
             if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
                 callback(step + 1)
-    for group, lr in zip(optimizer.param_groups, base):
-        group["lr"] = lr
-    losses = [float(v) for v in losses]
-    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
-    if bad is not None:
-        raise NonFiniteLoss(f"the loss became {losses[bad]} at step {bad + 1} of {steps} "
-                            f"(the last finite loss was {losses[bad - 1] if bad else 'none'}): training diverged; "
-                            f"try a smaller learning rate, and check the data for NaN")
     return losses
 
 
 def predict(model, x, batch_size=512):
     """Logits for a whole array of inputs (on the model's device), in eval mode, without a graph."""
+    if not backend.is_array(x):
+        raise TypeError(f"predict: x must be an array of inputs (NumPy or CuPy), got {type(x).__name__}")
     if len(x) == 0:
         raise ValueError("predict: there are no inputs (an empty array)")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
     xp = backend.get_array_module(x)
     with no_grad(), evaluating(model):
         out = [model(Tensor._make(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
@@ -105,5 +120,9 @@ def predict(model, x, batch_size=512):
 def accuracy(model, split, device=None, batch_size=512):
     """Fraction of split's examples whose largest logit is the label; the data goes to `device`,
     else to where the model is."""
+    y = backend.to_host(split.y)
+    if y.ndim != 1 or len(y) != len(split.x):
+        raise ValueError(f"accuracy: the labels have shape {tuple(y.shape)}, expected ({len(split.x)},): one class "
+                         f"index per example")
     x = backend.to_device(split.x, device_for_model(model, device))
-    return float((backend.to_host(predict(model, x, batch_size).argmax(axis=1)) == split.y).mean())
+    return float((backend.to_host(predict(model, x, batch_size).argmax(axis=1)) == y).mean())

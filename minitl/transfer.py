@@ -37,7 +37,7 @@ from minitl import functional as F
 from minitl.autograd import Tensor, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
-from minitl.optim import Adam
+from minitl.optim import Adam, check_number
 from minitl.training import SCHEDULES, accuracy, device_for_model, evaluating, fit
 
 # ---------------------------------------------------------------- the model
@@ -58,6 +58,10 @@ class TransferCNN(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"TransferCNN: norm must be one of {NORMS}, got {norm!r}")
+        for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size),
+                            ("width", width), ("hidden", hidden)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TransferCNN: {name} must be a positive integer, got {value!r}")
         if image_size % 4:
             raise ValueError(f"TransferCNN: image_size must be a multiple of 4 (two 2x2 poolings), got {image_size}")
         self.norm = norm
@@ -111,7 +115,8 @@ def freeze(module):
 
 
 def unfreeze(module):
-    """Undo freeze: parameters train again and BatchNorm statistics follow train/eval mode again."""
+    """Undo freeze: every parameter of the module trains again (whatever it was before freeze), and
+    BatchNorm statistics follow train/eval mode again."""
     module.requires_grad_(True)
     for m in module.modules():
         if hasattr(m, "freeze_statistics"):
@@ -240,7 +245,8 @@ def source_model(data, device=None, seed=0, folder=None, log=print, norm=None, v
     path = source_model_path(data, seed, folder, norm)
     if os.path.exists(path):
         try:
-            model = model_for(data, device, norm)
+            with backend.fork_rng(seed):  # the weights are about to be overwritten: no global draw either way
+                model = model_for(data, device, norm)
             model.load_state_dict(load(path))
             if verbose:
                 log(f"loaded the source model from {path} "
@@ -280,6 +286,8 @@ class FeatureCache:
         self.last = None  # "hit", "created" or "recomputed: why", for the caller to show
 
     def path(self, name):
+        if not isinstance(name, str) or not name or os.sep in name or (os.altsep and os.altsep in name):
+            raise ValueError(f"FeatureCache: a name must be a non-empty string without path separators, got {name!r}")
         return os.path.join(self.folder, f"features-{name}.npz")
 
     def key(self, backbone, split, layer, device):
@@ -411,6 +419,8 @@ class Budget:
                 raise ValueError(f"Budget: {name} must be a positive integer, got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Budget: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "max_steps", "lr", "head_lr", "backbone_lr_scale"):
+            check_number("Budget", name, getattr(self, name))
 
     def steps_for(self, n):
         """How many steps a run on n training examples takes."""
@@ -452,6 +462,7 @@ def linear_probe(source, data, train, budget=Budget(), seed=0, device=None, call
     """The seed's "train only theta_y": the source backbone frozen (and in eval mode), a new head trained.
     With `at`, the backbone is cut there (see cut) and the head reads that layer's output."""
     start = time.perf_counter()
+    device = device_for_model(source, device)
     num_classes = len(data.target_classes)
     _check_labels(train, num_classes)
     model = copy.deepcopy(source)
@@ -488,6 +499,7 @@ def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None
     that layer's (see cut), cached under the cut's name.
     """
     start = time.perf_counter()
+    device = device_for_model(source, device)
     num_classes = len(data.target_classes)
     _check_labels(train, num_classes)
     trunk = source.features if at is None else cut(source, at)
@@ -539,6 +551,7 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     if regularizer not in (None,) + REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}: choose None or one of {REGULARIZERS}")
     start = time.perf_counter()
+    device = device_for_model(source, device)
     num_classes = len(data.target_classes)
     _check_labels(train, num_classes)
     model = unfreeze(replace_head(copy.deepcopy(source), num_classes, seed))

@@ -142,7 +142,57 @@ DATA_CASES = [
     ("an unknown dataset", lambda: data.load_dataset("mnist"), ValueError, "unknown dataset 'mnist'"),
 ]
 
-CASES = TENSOR_CASES + LAYER_CASES + STATE_CASES + OPTIMIZER_CASES + DATA_CASES
+def _sgd_state_into_adam():
+    p_ = p(2)
+    sgd = mt.optim.SGD([p_], lr=0.1, momentum=0.9)
+    p_.grad = np.ones(2, np.float32)
+    sgd.step()
+    mt.optim.Adam([p(2)]).load_state_dict(sgd.state_dict())
+
+
+def _adam_options_into_sgd():
+    mt.optim.SGD([p(2)], lr=0.1).load_state_dict(mt.optim.Adam([p(2)]).state_dict())
+
+
+def _optimizer_state_for_a_missing_parameter():
+    state = mt.optim.SGD([p(2)], lr=0.1).state_dict()
+    state["state"][5] = {"momentum_buffer": np.zeros(2)}
+    mt.optim.SGD([p(2)], lr=0.1).load_state_dict(state)
+
+
+# ---------------------------------------------------------------- found by a hostile tester, after the first round
+
+LATER_CASES = [
+    ("an int64 image into BatchNorm", lambda: nn.BatchNorm2d(1)(t(2, 1, 3, 3, dtype=np.int64)), TypeError,
+     "batch_norm: the input is int64"),
+    ("integers into mse_loss (would overflow)", lambda: F.mse_loss(t(2, dtype=np.uint8), t(2, dtype=np.uint8)),
+     TypeError, "mse_loss: the input is uint8"),
+    ("labels of shape (n, 1) to accuracy", lambda: training.accuracy(nn.Linear(4, 2), data.Split(
+        np.zeros((3, 4), np.float32), np.zeros((3, 1), np.int64))), ValueError, "labels have shape (3, 1)"),
+    ("momentum None in F.batch_norm", lambda: F.batch_norm(t(4, 2), None, None, training=True, momentum=None),
+     ValueError, "momentum must be a number in [0, 1]"),
+    ("momentum True in BatchNorm", lambda: nn.BatchNorm1d(2, momentum=True), ValueError, "momentum must be a number"),
+    ("SGD's state into Adam", _sgd_state_into_adam, ValueError, "is it another optimizer's state?"),
+    ("Adam's options into SGD", _adam_options_into_sgd, ValueError, "that a SGD does not take"),
+    ("state for a parameter that is not there", _optimizer_state_for_a_missing_parameter, ValueError,
+     "state for parameter 5, but there are 1 parameters"),
+    ("fit for 0 steps", lambda: training.fit(lambda x, y: None, mt.optim.SGD([p(2)], lr=0.1), [], 0), ValueError,
+     "steps must be a positive integer, got 0"),
+    ("reshape to 2.7 rows", lambda: t(2, 3).reshape(2.7, 3), TypeError, "the shape must be integers"),
+    ("sum over axis True", lambda: t(2, 3).sum(axis=True), TypeError, "axis must be an integer"),
+    ("sum over one axis twice", lambda: t(2, 3).sum(axis=(0, 0)), ValueError, "names an axis twice"),
+    ("a tensor of strings", lambda: mt.tensor(np.array(["a", "b"])), TypeError, "cannot make a tensor of <U1"),
+    ("a float count into an integer buffer", lambda: nn.BatchNorm1d(2).load_state_dict(
+        {**nn.BatchNorm1d(2).state_dict(), "num_batches_tracked": np.asarray(7.9)}), ValueError, "would be truncated"),
+    ("a cache name with a slash", lambda: transfer.FeatureCache("/tmp/minitl-test-cache").path("a/b"), ValueError,
+     "without path separators"),
+    ("predict on a list", lambda: training.predict(nn.Linear(2, 2), [[1.0, 2.0]]), TypeError, "must be an array"),
+    ("a negative image size", lambda: transfer.TransferCNN(5, image_size=-4), ValueError,
+     "image_size must be a positive integer"),
+    ("a negative learning rate in a budget", lambda: transfer.Budget(lr=-1), ValueError, "Invalid lr: -1"),
+]
+
+CASES = TENSOR_CASES + LAYER_CASES + STATE_CASES + OPTIMIZER_CASES + DATA_CASES + LATER_CASES
 
 
 @pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -153,7 +203,7 @@ def test_bad_input_gives_a_clear_error(call, error, phrase):
 
 
 def test_there_are_many_cases():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 80
 
 
 # ---------------------------------------------------------------- correct results where an error is not needed
@@ -238,3 +288,110 @@ def test_the_comparison_names_method_k_and_seed_when_a_loss_diverges(monkeypatch
     monkeypatch.setattr(transfer, "check_cache_on_source_task", lambda *a, **k: (1.0, 1.0))
     with pytest.raises(training.NonFiniteLoss, match=r"proxy, k=2, seed=0: the loss became nan at step 7"):
         compare.run_comparison(methods=("proxy",), ks=(2,), seeds=1, steps=10, log=lambda *a: None, jobs=2)
+
+
+def test_batch_norm_refuses_a_weight_changed_between_forward_and_backward():
+    bn = nn.BatchNorm1d(3, dtype=mt.float64)
+    opt = mt.optim.SGD(bn.parameters(), lr=1.0)
+    x = mt.tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True)
+    first, second = bn(x), bn(x)
+    first.sum().backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation: input 1 of BatchNormFunction"):
+        second.sum().backward()
+
+
+def test_a_failed_batch_norm_forward_counts_no_batch():
+    bn = nn.BatchNorm1d(3, momentum=None)
+    bn(mt.tensor(np.full((2, 3), 1.0, np.float32)))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(mt.tensor(np.ones((1, 3), np.float32)))
+    bn(mt.tensor(np.full((2, 3), 4.0, np.float32)))
+    assert int(bn.num_batches_tracked.item()) == 2
+    np.testing.assert_allclose(bn.running_mean.numpy(), 2.5)  # the mean of the two accepted batches
+
+
+def test_old_pytorch_batch_norm_checkpoints_without_a_count_load():
+    state = nn.BatchNorm2d(2).state_dict()
+    del state["num_batches_tracked"]
+    bn = nn.BatchNorm2d(2)
+    assert bn.load_state_dict(state) == ([], [])
+    bn.load_state_dict({**state, "num_batches_tracked": np.int64(3)})  # a NumPy scalar for the 0-d count
+    assert int(bn.num_batches_tracked.item()) == 3
+
+
+def test_device_none_and_to_none_leave_things_where_they_are():
+    x = mt.tensor([1.0, 2.0])
+    assert x.to(None) is x and x.to(None).dtype == mt.float32
+    model = nn.Linear(2, 2)
+    assert model.to(None) is model
+
+
+def test_an_interrupted_cosine_fit_gives_the_learning_rate_back():
+    param = p(2)
+    opt = mt.optim.SGD([param], lr=0.1)
+
+    def loss_fn(x, y):
+        if loss_fn.calls == 3:
+            raise KeyboardInterrupt
+        loss_fn.calls += 1
+        return (param * param).sum()
+    loss_fn.calls = 0
+    loader = data.DataLoader(np.zeros((4, 1), np.float32), np.zeros(4, np.int64), 2)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(loss_fn, opt, loader, 10, "cosine")
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_a_big_endian_checkpoint_loads_in_native_byte_order(tmp_path):
+    mt.save({"w": np.arange(3, dtype=">f4")}, tmp_path / "be.npz")
+    w = mt.load(tmp_path / "be.npz")["w"]
+    assert w.dtype.isnative and list(w) == [0.0, 1.0, 2.0]
+
+
+def test_saving_keeps_links_and_permissions(tmp_path):
+    import os
+    target = tmp_path / "model.npz"
+    mt.save({"w": np.ones(2)}, target)
+    os.chmod(target, 0o600)
+    (tmp_path / "link.npz").symlink_to(target)
+    mt.save({"w": np.zeros(2)}, tmp_path / "link.npz")
+    assert (tmp_path / "link.npz").is_symlink() and oct(target.stat().st_mode & 0o777) == oct(0o600)
+    assert list(mt.load(target)["w"]) == [0.0, 0.0]
+    for bad in ({"a\x00b": np.ones(1)}, ):
+        with pytest.raises(ValueError, match="printable"):
+            mt.save(bad, tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="is a folder"):
+        mt.save({"w": np.ones(1)}, tmp_path)
+
+
+def test_compressed_or_repeated_members_are_refused(tmp_path):
+    import zipfile
+    np.savez_compressed(tmp_path / "c.npz", a=np.zeros(1000), __minitl_format__=np.asarray(1))
+    with pytest.raises(ValueError, match="member 'a.npy' is compressed"):
+        mt.load(tmp_path / "c.npz")
+    mt.save({"a": np.zeros(2)}, tmp_path / "d.npz")
+    with zipfile.ZipFile(tmp_path / "d.npz", "a") as z:
+        with pytest.warns(UserWarning):  # zipfile warns about the duplicate name it is asked to write
+            z.writestr("a.npy", z.read("a.npy"))
+    with pytest.raises(ValueError, match="member 'a.npy' appears twice"):
+        mt.load(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({"MINITL_BLAS_THREADS": "abc"}, (), "MINITL_BLAS_THREADS must be an integer >= 0"),
+    ({"MINITL_DEVICE": ""}, (), "from the environment variable MINITL_DEVICE"),
+    ({}, ("--k", "²"), "is not a positive integer"),
+    ({}, ("--jobs", "9999"), "more than the"),
+    ({}, ("--out", "OUT"), "results.json there is a folder"),
+])
+def test_the_cli_names_bad_environments_and_options_before_any_work(tmp_path, env, args, message):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "out" / "results.json").mkdir(parents=True)
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    done = subprocess.run([sys.executable, "-m", "minitl", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MINITL_CACHE": str(tmp_path / "cache"), **env})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "source model" not in done.stdout

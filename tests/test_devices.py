@@ -194,3 +194,16 @@ def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
     done = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "FATAL" in done.stderr
+
+
+@needs_cuda
+def test_recipes_with_device_none_run_where_the_source_model_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINITL_DEVICE", "cpu")
+    d = data.glyphs(source_per_class=20, source_test_per_class=4, target_pool_per_class=4, target_test_per_class=4)
+    source = transfer.model_for(d, "cuda")
+    train = data.k_shot(d.target_pool, 2)
+    budget = transfer.Budget(steps=2)
+    cache = transfer.FeatureCache(str(tmp_path), log=lambda *a: None)
+    for method in ("linear_probe", "proxy", "fine_tune", "fine_tune+feature_mse"):
+        result = transfer.run_method(method, source, d, train, cache, budget)
+        assert result.model.head.weight.device == "cuda", method

@@ -140,7 +140,7 @@ def test_casts_and_gradients_back_in_the_source_dtype(device):
 
 # ---------------------------------------------------------------- no hidden global effects
 
-def test_helpers_do_not_touch_the_global_random_generator():
+def test_helpers_do_not_touch_the_global_random_generator(tmp_path):
     d = data.glyphs(source_per_class=10, source_test_per_class=2, target_pool_per_class=3, target_test_per_class=2)
     mt.manual_seed(123)
     expected = backend.host_rng().random(3)
@@ -148,6 +148,8 @@ def test_helpers_do_not_touch_the_global_random_generator():
     transfer.new_head(64, 5, seed=7)
     transfer.source_model_path(d)
     transfer.train_scratch(d, d.target_pool, transfer.Budget(steps=1, batch_size=4))
+    for _ in range(2):  # trained and saved, then loaded from the file: neither draws from the global generator
+        transfer.source_model(d, folder=str(tmp_path), log=lambda *a: None)
     assert np.array_equal(backend.host_rng().random(3), expected)
 
 

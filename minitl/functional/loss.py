@@ -4,6 +4,7 @@ next to a composed twin built from primitive ops (tests show the two agree)."""
 from minitl import backend
 from minitl.autograd import Function, Tensor, check_compatible, require_tensor
 from minitl.functional.activation import log_softmax
+from minitl.functional.linear import check_float_input
 
 
 def check_labels(logits, labels, op="cross_entropy"):
@@ -89,6 +90,8 @@ def cross_entropy_composed(logits, labels):
 
 def _check_same_shape(a, b, op):
     check_compatible(op, a, b)
+    for t in (a, b):  # integer arithmetic would overflow silently
+        check_float_input(t, op)
     if a.shape != b.shape:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} differ; minitl does not broadcast in losses")
     if a.numel() == 0:

@@ -5,8 +5,11 @@ and the running statistics move towards them (the unbiased variance); in eval mo
 running statistics are used, and nothing moves.
 """
 
+import numbers
+
 from minitl import backend
 from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.functional.linear import check_float_input
 
 
 class BatchNormFunction(Function):
@@ -14,7 +17,6 @@ class BatchNormFunction(Function):
     training: gx = w / (m sqrt(var + eps)) * (m gy - sum(gy) - xhat * sum(gy * xhat)), m values per channel;
     eval (fixed statistics): gx = gy * w / sqrt(var + eps);  gw = sum(gy * xhat), gb = sum(gy)"""
 
-    reads_inputs = False  # backward uses xhat, 1/std and w's value saved by forward
 
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.running_mean, self.running_var = running_mean, running_var
@@ -67,6 +69,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     `momentum` towards the batch's mean and unbiased variance, in place."""
     op = "batch_norm"
     require_tensor(input, op)
+    check_float_input(input, op)
     affine = () if weight is None and bias is None else (weight, bias)
     if len(affine) and (weight is None or bias is None):
         raise ValueError(f"{op}: give both weight and bias, or neither")
@@ -85,8 +88,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training and input.numel() // max(c, 1) < 2:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{input.shape}")
-    if not 0 <= momentum <= 1 or not eps > 0:
-        raise ValueError(f"{op}: momentum must be in [0, 1] and eps > 0, got {momentum} and {eps}")
+    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if not (real(momentum) and 0 <= momentum <= 1) or not (real(eps) and eps > 0):
+        raise ValueError(f"{op}: momentum must be a number in [0, 1] and eps a number > 0, got {momentum!r} and "
+                         f"{eps!r}")
     if training and running_mean is not None:
         running_mean.bump_version()
         running_var.bump_version()

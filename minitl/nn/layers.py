@@ -136,10 +136,12 @@ class _BatchNorm(Module):
         name = type(self).__name__
         _check_sizes(name, num_features=num_features)
         dtype = _float_dtype(name, dtype)
-        if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
-            raise ValueError(f"{name}: momentum must be in [0, 1] or None (a cumulative average), got {momentum!r}")
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
+        if momentum is not None and not (real(momentum) and 0 <= momentum <= 1):
+            raise ValueError(f"{name}: momentum must be a number in [0, 1] or None (a cumulative average, which "
+                             f"reads the batch count back every step: a GPU sync), got {momentum!r}")
+        if not (real(eps) and eps > 0):
+            raise ValueError(f"{name}: eps must be a number > 0, got {eps!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.stats_frozen = False
@@ -169,13 +171,15 @@ class _BatchNorm(Module):
                 raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
                                  f"shape {getattr(x, 'shape', type(x).__name__)}")
             use_batch_stats = (self.training and not self.stats_frozen) or self.running_mean is None
+            counting = use_batch_stats and self.num_batches_tracked is not None
             momentum = 0.0 if self.momentum is None else self.momentum
-            if use_batch_stats and self.num_batches_tracked is not None:
-                self.num_batches_tracked.data += 1  # counted on the device: no sync
-                if self.momentum is None:  # a cumulative average: the count is needed on the host once
-                    momentum = 1.0 / float(self.num_batches_tracked.data)
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                training=use_batch_stats, momentum=momentum, eps=self.eps)
+            if counting and self.momentum is None:  # a cumulative average needs the count on the host: a sync
+                momentum = 1.0 / (float(self.num_batches_tracked.data) + 1)
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                             training=use_batch_stats, momentum=momentum, eps=self.eps)
+            if counting:  # only once the batch was accepted; counted on the device (no sync)
+                self.num_batches_tracked.data += 1
+            return y
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

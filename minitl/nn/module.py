@@ -160,7 +160,10 @@ class Module:
             p.grad = None
 
     def to(self, device):
-        """Move every parameter (and its gradient) and every buffer to a device, in place; returns self."""
+        """Move every parameter (and its gradient) and every buffer to a device, in place; returns self.
+        device=None leaves the module where it is."""
+        if device is None:
+            return self
         device = backend.check_device(device)
         for p in list(self.parameters()) + list(self.buffers()):
             if p.device != device:
@@ -184,7 +187,9 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{where}: expected a dict of name -> array, got {type(state_dict).__name__}")
         own = OrderedDict(self._state_tensors())
-        missing = [k for k in own if k not in state_dict]
+        # PyTorch checkpoints from before BatchNorm counted its batches have no num_batches_tracked: PyTorch
+        # loads them, and so does minitl (the count keeps its value).
+        missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in state_dict if k not in own]
         problems, values = [], {}
         if strict and missing:
@@ -196,10 +201,14 @@ class Module:
                 continue
             value = state_dict[name]
             value = value.data if isinstance(value, Tensor) else value
+            if backend.is_scalar(value) and not isinstance(value, (bool, int, float)) and p.shape == ():
+                value = backend.numpy_host.asarray(value)  # a NumPy scalar for a 0-d entry (a batch count)
             if not backend.is_array(value) or backend.is_scalar(value):
                 problems.append(f"{name}: a {type(value).__name__}, not an array")
             elif value.dtype.kind not in "biuf":
                 problems.append(f"{name}: {value.dtype} values, not real numbers")
+            elif backend.is_integer(p.dtype) and value.dtype.kind == "f":
+                problems.append(f"{name}: {value.dtype} values for an integer entry ({p.dtype}): would be truncated")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"{name}: shape {tuple(value.shape)} in the state dict, {p.shape} in the model")
             else:
