@@ -587,26 +587,20 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
 # features costs microseconds a step, and the linear probe is the same computation, so it gets the
 # same budget. The digits need more steps than their few examples would suggest (8x8 images, a
 # small pool), so they have budgets of their own.
-_HEAD = Budget(steps=400, epochs=50, max_steps=1600, head_lr=0.1, schedule="cosine")
-_FINE_TUNE = Budget(steps=200, epochs=12, max_steps=800, head_lr=2e-2, schedule="cosine")
-BUDGETS = {
-    "scratch": Budget(steps=200, epochs=25, max_steps=1000, lr=4e-3, schedule="cosine"),
-    "linear_probe": _HEAD,
-    "proxy": _HEAD,
-    "fine_tune": _FINE_TUNE,
-    "fine_tune+feature_mse": _FINE_TUNE,
-    "fine_tune+l2sp": _FINE_TUNE,
-}
-_DIGITS_HEAD = Budget(steps=3200, head_lr=0.1, schedule="cosine")
-_DIGITS_FINE_TUNE = Budget(steps=400, epochs=25, max_steps=1600, head_lr=2e-2, schedule="cosine")
-DIGITS_BUDGETS = {
-    "scratch": Budget(steps=400, epochs=50, max_steps=1600, lr=4e-3, schedule="cosine"),
-    "linear_probe": _DIGITS_HEAD,
-    "proxy": _DIGITS_HEAD,
-    "fine_tune": _DIGITS_FINE_TUNE,
-    "fine_tune+feature_mse": _DIGITS_FINE_TUNE,
-    "fine_tune+l2sp": _DIGITS_FINE_TUNE,
-}
+def _by_method(scratch, head, fine_tune):
+    """One budget per method: the probe and the proxy share the head's, the fine-tunings theirs."""
+    return {"scratch": scratch, "linear_probe": head, "proxy": head, "fine_tune": fine_tune,
+            "fine_tune+feature_mse": fine_tune, "fine_tune+l2sp": fine_tune}
+
+
+BUDGETS = _by_method(
+    scratch=Budget(steps=200, epochs=25, max_steps=1000, lr=4e-3, schedule="cosine"),
+    head=Budget(steps=400, epochs=50, max_steps=1600, head_lr=0.1, schedule="cosine"),
+    fine_tune=Budget(steps=200, epochs=12, max_steps=800, head_lr=2e-2, schedule="cosine"))
+DIGITS_BUDGETS = _by_method(
+    scratch=Budget(steps=400, epochs=50, max_steps=1600, lr=4e-3, schedule="cosine"),
+    head=Budget(steps=3200, head_lr=0.1, schedule="cosine"),
+    fine_tune=Budget(steps=400, epochs=25, max_steps=1600, head_lr=2e-2, schedule="cosine"))
 
 
 def budgets_for(dataset):
