@@ -605,7 +605,7 @@ def _normalize_axes(axis, ndim, op):
         return tuple(range(ndim))
     axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     for a in axes:
-        if not _is_int(a):
+        if not is_int(a):
             raise TypeError(f"{op}: axis must be an integer or a tuple of integers, got {axis!r}")
         if not -ndim <= a < builtins.max(ndim, 1):
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
@@ -615,9 +615,14 @@ def _normalize_axes(axis, ndim, op):
     return normalized
 
 
-def _is_int(value):
+def is_int(value):
     """A Python or NumPy integer, not a bool (True is not an axis or a size)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value):
+    """A Python or NumPy real number, not a bool (True is not a rate)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _keepdims_shape(shape, axes):
@@ -705,7 +710,7 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
-    if not all(_is_int(n) for n in shape):
+    if not all(is_int(n) for n in shape):
         raise TypeError(f"reshape: the shape must be integers, got {tuple(shape)}")
     shape = tuple(int(n) for n in shape)
     known = 1

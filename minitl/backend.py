@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import functools
 import io
+import math
 import os
 import sys
 import zipfile
@@ -330,9 +331,7 @@ def _parse_npy(raw, name):
         raise ValueError(f"member {name!r} has a damaged header ({type(e).__name__}: {e})") from None
     if dtype.hasobject or dtype.kind not in "biufc":
         raise ValueError(f"member {name!r} holds {dtype} data: only numbers are read (nothing is unpickled)")
-    count = 1
-    for n in shape:
-        count *= n
+    count = math.prod(shape)
     expected, found = count * dtype.itemsize, len(raw) - f.tell()
     if expected != found:
         raise ValueError(f"member {name!r}: its header says {dtype} of shape {shape} ({expected} bytes) but it holds "

@@ -10,11 +10,10 @@ Real data: scikit-learn's bundled handwritten digits (no download).
 
 import hashlib
 import math
-import numbers
 from dataclasses import dataclass
 
 from minitl import backend
-from minitl.autograd import Tensor
+from minitl.autograd import Tensor, is_int
 
 np = backend.numpy_host  # data is made and kept on the host; batches move to the device
 
@@ -222,7 +221,7 @@ def k_shot_indices(pool, k, seed=0):
     """Which examples of the pool k_shot(pool, k, seed) takes (all of them, in order, for "all")."""
     if isinstance(k, str) and k == "all":
         return np.arange(len(pool))
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
     k = int(k)
     counts = np.bincount(pool.y)
@@ -244,11 +243,6 @@ def k_shot(pool, k, seed=0):
 
 # ---------------------------------------------------------------- loading batches
 
-def _is_int(value):
-    """A Python or NumPy integer, but not a bool (True is not a batch size)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 class DataLoader:
     """Batches of (x, y) tensors on a device. With shuffle, each epoch draws a new order
     from a generator seeded once, so a seed fixes every epoch's order.
@@ -259,7 +253,7 @@ class DataLoader:
     """
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None):
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         x = x if backend.is_array(x) else np.asarray(x)
         y = y if backend.is_array(y) else np.asarray(y)

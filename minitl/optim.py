@@ -2,15 +2,14 @@
 a parameter that does not require grad (or has no gradient) is never touched."""
 
 import math
-import numbers
 
 from minitl import backend
-from minitl.autograd import Tensor
+from minitl.autograd import Tensor, is_real
 
 
 def check_number(where, what, value, high=None):
     """A finite real number >= 0 (and < high when given), or a ValueError in PyTorch's words."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    ok = is_real(value) and math.isfinite(value) and value >= 0
     if not ok or (high is not None and value >= high):
         bound = f"in [0, {high})" if high is not None else "a finite number >= 0"
         raise ValueError(f"{where}: Invalid {what}: {value!r} (expected {bound})")
@@ -214,6 +213,6 @@ class Adam(Optimizer):
             state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
         state["step"] += 1
         t = state["step"]
-        c1, c2 = 1 - b1 ** t, math.sqrt(1 - b2 ** t)
+        c1, root_c2 = 1 - b1 ** t, math.sqrt(1 - b2 ** t)
         _adam_update(p.data, g, state["exp_avg"], state["exp_avg_sq"], float(1 - b1), float(1 - b2),
-                     float(group["lr"] * c2 / c1), float(group["eps"] * c2))
+                     float(group["lr"] * root_c2 / c1), float(group["eps"] * root_c2))

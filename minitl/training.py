@@ -75,7 +75,7 @@ def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, e
     finally:  # even when interrupted, the optimizer keeps its own learning rates, not a decayed one
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr
-    losses = [float(v) for v in losses]
+    losses = backend.to_host(backend.get_array_module(losses[0]).stack(losses)).tolist()  # one read, not one a step
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
         raise NonFiniteLoss(f"the loss became {losses[bad]} at step {bad + 1} of {steps} "

@@ -11,15 +11,12 @@ im2col copies or col2im adds is made of long contiguous runs (a row of pixels
 times the whole batch), and the transposes around the matrix products cost nothing.
 """
 
-import numbers
-
 from minitl import backend
-from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.autograd import Function, check_compatible, is_int, require_tensor
 from minitl.functional.linear import check_float_input
 
 
 def _pair(value, name, op):
-    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)
     pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
     if pair is None or len(pair) != 2 or not all(is_int(v) for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")

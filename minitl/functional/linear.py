@@ -1,5 +1,7 @@
 """linear and flatten."""
 
+import math
+
 from minitl import backend
 from minitl.autograd import Function, check_compatible, require_tensor
 
@@ -52,7 +54,5 @@ def flatten(x, start_dim=1):
     require_tensor(x, "flatten")
     if not isinstance(start_dim, int) or not 0 <= start_dim < max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} is out of range for shape {x.shape}")
-    size = 1
-    for n in x.shape[start_dim:]:
-        size *= n
+    size = math.prod(x.shape[start_dim:])
     return x.reshape(x.shape[:start_dim] + (size,))  # the size, not -1: an empty batch flattens too

@@ -76,8 +76,8 @@ def cross_entropy(logits, labels):
     """Mean negative log-likelihood of the labels under softmax(logits); logits (N, C), labels (N,).
 
     See check_labels for where the labels are checked."""
-    on_host = backend.device_of(labels.data if isinstance(labels, Tensor) else labels) == "cpu" \
-        or not backend.is_array(labels.data if isinstance(labels, Tensor) else labels)
+    raw = labels.data if isinstance(labels, Tensor) else labels
+    on_host = not backend.is_array(raw) or backend.device_of(raw) == "cpu"  # then check_labels checked them
     return CrossEntropy(check_labels(logits, labels), checked=on_host)(logits)
 
 

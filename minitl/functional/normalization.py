@@ -5,10 +5,8 @@ and the running statistics move towards them (the unbiased variance); in eval mo
 running statistics are used, and nothing moves.
 """
 
-import numbers
-
 from minitl import backend
-from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.autograd import Function, check_compatible, is_real, require_tensor
 from minitl.functional.linear import check_float_input
 
 
@@ -16,7 +14,6 @@ class BatchNormFunction(Function):
     """y = xhat * w + b with xhat = (x - mean) / sqrt(var + eps), mean and var per channel over the batch;
     training: gx = w / (m sqrt(var + eps)) * (m gy - sum(gy) - xhat * sum(gy * xhat)), m values per channel;
     eval (fixed statistics): gx = gy * w / sqrt(var + eps);  gw = sum(gy * xhat), gb = sum(gy)"""
-
 
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.running_mean, self.running_var = running_mean, running_var
@@ -88,8 +85,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training and input.numel() // max(c, 1) < 2:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{input.shape}")
-    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
-    if not (real(momentum) and 0 <= momentum <= 1) or not (real(eps) and eps > 0):
+    if not (is_real(momentum) and 0 <= momentum <= 1) or not (is_real(eps) and eps > 0):
         raise ValueError(f"{op}: momentum must be a number in [0, 1] and eps a number > 0, got {momentum!r} and "
                          f"{eps!r}")
     if training and running_mean is not None:

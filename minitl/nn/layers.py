@@ -2,10 +2,10 @@
 
 import contextlib
 import math
-import numbers
 
 from minitl import backend
 from minitl import functional as F
+from minitl.autograd import is_int, is_real
 from minitl.functional.conv import _pair
 from minitl.nn.module import Module, Parameter
 
@@ -23,7 +23,7 @@ def _check_sizes(layer, minimum=1, **sizes):
     """Each size an integer >= minimum (a pair counts as two), or an error naming the layer and the value."""
     for name, value in sizes.items():
         for v in value if isinstance(value, tuple) else (value,):
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+            if not is_int(v):
                 raise TypeError(f"{layer}: {name} must be an integer, got {value!r}")
             if v < minimum:
                 raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
@@ -136,11 +136,10 @@ class _BatchNorm(Module):
         name = type(self).__name__
         _check_sizes(name, num_features=num_features)
         dtype = _float_dtype(name, dtype)
-        real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
-        if momentum is not None and not (real(momentum) and 0 <= momentum <= 1):
+        if momentum is not None and not (is_real(momentum) and 0 <= momentum <= 1):
             raise ValueError(f"{name}: momentum must be a number in [0, 1] or None (a cumulative average, which "
                              f"reads the batch count back every step: a GPU sync), got {momentum!r}")
-        if not (real(eps) and eps > 0):
+        if not (is_real(eps) and eps > 0):
             raise ValueError(f"{name}: eps must be a number > 0, got {eps!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats

@@ -180,9 +180,9 @@ class Module:
         return OrderedDict((name, t.data.copy()) for name, t in self._state_tensors())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters and persistent buffers. Every key, shape and value is checked first (each
-        value must be an array or tensor of real numbers, integers or bools), so a failed load
-        changes nothing. Returns (missing keys, unexpected keys)."""
+        """Copy arrays into the parameters and persistent buffers. Every key, shape and value is
+        checked first (each value must be an array or tensor of real numbers, integers or bools),
+        so a failed load changes nothing. Returns (missing keys, unexpected keys)."""
         where = f"load_state_dict into {type(self).__name__}"
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{where}: expected a dict of name -> array, got {type(state_dict).__name__}")
