@@ -31,6 +31,23 @@ def development(dataset, log):
     return dev, transfer.source_model(dev, log=log), transfer.FeatureCache(log=lambda *a: None)
 
 
+def over_seeds(method, dev, source, cache, k, seeds, steps_of, base):
+    """One method at one k, a run per seed with `steps_of(train)` steps (base's other settings):
+    the mean development accuracy, final training loss (the last tenth of the steps) and seconds."""
+    accs, tails, secs, steps = [], [], [], 0
+    for seed in range(seeds):
+        train = data.k_shot(dev.target_pool, k, seed)
+        steps = steps_of(train)
+        budget = dataclasses.replace(base, steps=steps, epochs=0.0, max_steps=0)
+        start = time.perf_counter()
+        r = transfer.run_method(method, source, dev, train, cache, budget, seed)
+        secs.append(time.perf_counter() - start)
+        accs.append(r.accuracy)
+        tails.append(statistics.fmean(r.losses[-max(1, steps // 10):]))
+    return dict(steps=steps, accuracy=statistics.fmean(accs), final_loss=statistics.fmean(tails),
+                seconds=statistics.fmean(secs))
+
+
 def measure(dataset, ks, candidates, seeds, log=print):
     dev, source, cache = development(dataset, log)
     rows = []
@@ -38,17 +55,8 @@ def measure(dataset, ks, candidates, seeds, log=print):
         base = transfer.budgets_for(dataset)[method]
         for k in ks:
             for steps in candidates:
-                budget = dataclasses.replace(base, steps=steps, epochs=0.0, max_steps=0)
-                accs, tails, secs = [], [], []
-                for seed in range(seeds):
-                    train = data.k_shot(dev.target_pool, k, seed)
-                    start = time.perf_counter()
-                    r = transfer.run_method(method, source, dev, train, cache, budget, seed)
-                    secs.append(time.perf_counter() - start)
-                    accs.append(r.accuracy)
-                    tails.append(statistics.fmean(r.losses[-max(1, steps // 10):]))
-                row = dict(method=method, k=str(k), steps=steps, accuracy=statistics.fmean(accs),
-                           final_loss=statistics.fmean(tails), seconds=statistics.fmean(secs))
+                row = dict(method=method, k=str(k), **over_seeds(method, dev, source, cache, k, seeds,
+                                                                 lambda train: steps, base))
                 rows.append(row)
                 log(f"  {method:<22} k={str(k):<4} steps={steps:<5} dev accuracy {row['accuracy']:.3f}  "
                     f"final loss {row['final_loss']:.4f}  ({row['seconds']:.2f} s/run)")
@@ -63,17 +71,9 @@ def check(dataset, ks, seeds, log=print):
     for method in METHODS:
         chosen = transfer.budgets_for(dataset)[method]
         for k in ks:
-            out = {}
-            for label, factor in (("chosen", 1), ("double", 2)):
-                accs, tails, steps = [], [], 0
-                for seed in range(seeds):
-                    train = data.k_shot(dev.target_pool, k, seed)
-                    steps = chosen.steps_for(len(train)) * factor
-                    budget = dataclasses.replace(chosen, steps=steps, epochs=0.0, max_steps=0)
-                    r = transfer.run_method(method, source, dev, train, cache, budget, seed)
-                    accs.append(r.accuracy)
-                    tails.append(statistics.fmean(r.losses[-max(1, steps // 10):]))
-                out[label] = dict(steps=steps, accuracy=statistics.fmean(accs), final_loss=statistics.fmean(tails))
+            out = {label: over_seeds(method, dev, source, cache, k, seeds,
+                                     lambda train: chosen.steps_for(len(train)) * factor, chosen)
+                   for label, factor in (("chosen", 1), ("double", 2))}
             row = dict(method=method, k=str(k), **{f"{a}_{b}": v for a, d in out.items() for b, v in d.items()})
             rows.append(row)
             log(f"  {method:<22} k={str(k):<4} {out['chosen']['steps']:>5} steps: dev {out['chosen']['accuracy']:.3f} "

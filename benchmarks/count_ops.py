@@ -142,8 +142,9 @@ def main():
     if not ok:
         sys.exit(f"needs CuPy or its stand-in (PYTHONPATH={STANDIN_FOLDER}): {why}")
     counts = count_step(args.batch)
-    print(json.dumps(counts) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
+    if args.json:
+        print(json.dumps(counts))
+    else:
         print_counts(counts)
 
 

@@ -2,8 +2,9 @@
 
 Trains (or loads) the source model, then runs every method for every k (labelled
 target examples per class) and several seeds, and prints one table: accuracy
-mean +- std over seeds, and seconds per run. Every method gets the same fixed
-step budget; the test set is only ever used to report accuracy.
+mean +- std over seeds, and seconds per run. Each method trains with its own budget,
+fixed in advance on development data (transfer.BUDGETS); the test set is only ever used
+to report accuracy.
 """
 
 import dataclasses

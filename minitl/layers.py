@@ -48,8 +48,7 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
     for at in transfer.cut_points(source):  # each layer's features of the pool and the test set, once
         trunk = transfer.cut(source, at)
         tag = f"{data.name}-{at}-{transfer.weights_hash(trunk)[:8]}"
-        features[at] = [cache.features(trunk, split, f"{tag}-{part}-{split.fingerprint()}", layer=at, device=device)
-                        for part, split in (("pool", data.target_pool), ("test", data.target_test))]
+        features[at] = transfer.cached_features(cache, trunk, tag, data.target_pool, data.target_test, at, device)
         sizes[at] = features[at][0].shape[1]
     _RUN.update(data=data, features=features, budget=budget, num_classes=num_classes, device=device)
     runs = [(at, k, seed) for at in features for k in ks for seed in range(seeds)]

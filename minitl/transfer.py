@@ -168,9 +168,13 @@ def cut(model, at):
 
 def output_size(trunk, data, device=None):
     """How many features the trunk gives per example of this dataset (one example runs through it)."""
-    device = device_for_model(trunk, device)
+    return _one_output(trunk, data.target_pool.x, device_for_model(trunk, device)).shape[1]
+
+
+def _one_output(trunk, x, device):
+    """The trunk's output for the first example of x (eval mode, no graph): its shape and dtype."""
     with no_grad(), evaluating(trunk):
-        return trunk(Tensor._make(backend.to_device(data.target_pool.x[:1], device))).shape[1]
+        return trunk(Tensor._make(backend.to_device(x[:1], device)))
 
 
 # ---------------------------------------------------------------- extracting features
@@ -292,8 +296,7 @@ class FeatureCache:
 
     def key(self, backbone, split, layer, device):
         """What the features depend on. The output shape and dtype come from one example."""
-        with no_grad(), evaluating(backbone):
-            probe = backbone(Tensor._make(backend.to_device(split.x[:1], device)))
+        probe = _one_output(backbone, split.x, device)
         return {"format": self.FORMAT, "module": repr(backbone), "weights": weights_hash(backbone), "layer": layer,
                 "data": split.fingerprint(), "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype)}
 
@@ -505,9 +508,7 @@ def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None
     trunk = source.features if at is None else cut(source, at)
     layer = at or "features"
     tag = f"{data.name}-{layer}-{weights_hash(trunk)[:8]}"  # one file per backbone: no two thrash over a name
-    feats = cache.features(trunk, train, name or f"{tag}-{train.fingerprint()}", layer=layer, device=device)
-    test_feats = cache.features(trunk, data.target_test, f"{tag}-test-{data.target_test.fingerprint()}",
-                                layer=layer, device=device)
+    feats, test_feats = cached_features(cache, trunk, tag, train, data.target_test, layer, device, name)
     acc, losses, head = train_head(feats, train.y, test_feats, data.target_test.y, num_classes, budget, seed, device)
     model = copy.deepcopy(source)
     if at is None:
@@ -515,6 +516,14 @@ def proxy_train(source, data, train, cache, budget=Budget(), seed=0, device=None
     else:
         model = nn.Sequential(cut(model, at), head)
     return Result("proxy", acc, losses, time.perf_counter() - start, model)
+
+
+def cached_features(cache, trunk, tag, train, test, layer, device, name=None):
+    """The trunk's features of a training split and a test split, through the cache: one file each,
+    named by tag and the split's fingerprint (or `name` for the training split)."""
+    feats = cache.features(trunk, train, name or f"{tag}-{train.fingerprint()}", layer=layer, device=device)
+    test_feats = cache.features(trunk, test, f"{tag}-test-{test.fingerprint()}", layer=layer, device=device)
+    return feats, test_feats
 
 
 def check_cache_on_source_task(source, data, cache, budget=None, device=None):
@@ -525,10 +534,8 @@ def check_cache_on_source_task(source, data, cache, budget=None, device=None):
     on the source test set."""
     budget = budget or budgets_for(data.name)["proxy"]
     tag = f"{data.name}-source-{weights_hash(source.features)[:8]}"
-    feats = cache.features(source.features, data.source_train, f"{tag}-{data.source_train.fingerprint()}",
-                           device=device)
-    test = cache.features(source.features, data.source_test, f"{tag}-test-{data.source_test.fingerprint()}",
-                          device=device)
+    feats, test = cached_features(cache, source.features, tag, data.source_train, data.source_test, "features",
+                                   device)
     head_acc, _, _ = train_head(feats, data.source_train.y, test, data.source_test.y, len(data.source_classes),
                                 budget, 0, device)
     return head_acc, accuracy(source, data.source_test, device)
@@ -640,4 +647,5 @@ __all__ = ["TransferCNN", "model_for", "freeze", "unfreeze", "new_head", "replac
            "architecture",
            "feature_mse", "feature_mse_composed", "L2SP", "Budget", "Result", "train_scratch", "linear_probe",
            "proxy_train", "fine_tune", "run_method", "RECIPES", "METHODS", "REGULARIZERS", "NORMS", "cut", "cut_points",
-           "output_size", "train_head", "BUDGETS", "DIGITS_BUDGETS", "budgets_for", "check_cache_on_source_task"]
+           "output_size", "train_head", "cached_features", "BUDGETS", "DIGITS_BUDGETS", "budgets_for",
+           "check_cache_on_source_task"]
