@@ -86,7 +86,8 @@ print("a.grad has the shape of a:", a.grad.shape)
 
 # %%
 path_h = mt.tensor(a.data, requires_grad=True)   # a fresh leaf with a's values
-(F.relu(path_h @ b.detach() + c.detach()) * (path_h @ b.detach() + c.detach())).sum().backward()
+h_alone = path_h @ b.detach() + c.detach()
+(F.relu(h_alone) * h_alone).sum().backward()
 path_square = mt.tensor(a.data, requires_grad=True)
 (path_square * path_square).mean().backward()
 both = mt.backend.to_host(path_h.grad + path_square.grad)
@@ -108,7 +109,7 @@ def f():
         return ((F.relu(a @ b + c) * (a @ b + c)).sum() + (a * a).mean()).item()
 
 
-rows = []
+rows, errors = [], []
 for name, t in (("a", a), ("b", b), ("c", c)):
     host_grad = mt.backend.to_host(t.grad)
     for index in list(np.ndindex(*t.shape))[:3 if args.quick else None]:
@@ -120,8 +121,9 @@ for name, t in (("a", a), ("b", b), ("c", c)):
         t.data[index] = old
         numeric = (up - down) / (2 * EPS)
         analytic = float(host_grad[index])
-        rows.append([f"{name}{list(index)}", analytic, numeric, f"{abs(analytic - numeric):.1e}"])
-worst = max(float(r[3]) for r in rows)
+        errors.append(abs(analytic - numeric))
+        rows.append([f"{name}{list(index)}", analytic, numeric, f"{errors[-1]:.1e}"])
+worst = max(errors)
 
 # %% [markdown]
 # ## 7. no_grad: evaluation records nothing, so nothing is kept for backward

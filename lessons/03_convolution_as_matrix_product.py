@@ -12,14 +12,11 @@ product is many times faster than the loops.
 """
 
 # %%
-import statistics
-import time
-
 import numpy as np
 
 import minitl as mt
 import minitl.functional as F
-from minitl.report import lesson_arguments, table
+from minitl.report import lesson_arguments, median_seconds, table
 
 args = lesson_arguments(__doc__, globals().get("__file__"))
 
@@ -89,23 +86,11 @@ def conv_loops(x, w, b):
     return out
 
 
-def median_seconds(fn, repeat):
-    fn()  # warm-up: the first call pays for allocations (and, on a GPU, compiling kernels)
-    times = []
-    for _ in range(repeat):
-        mt.backend.synchronize(args.device)
-        start = time.perf_counter()
-        fn()
-        mt.backend.synchronize(args.device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 xt, wt_, bt = (mt.tensor(a, device=args.device) for a in (x, w, b))
 y_loops = conv_loops(x, w, b)
 y_conv = F.conv2d(xt, wt_, bt, STRIDE, PAD).numpy()
-t_loops = median_seconds(lambda: conv_loops(x, w, b), 1 if args.quick else 3)
-t_conv = median_seconds(lambda: F.conv2d(xt, wt_, bt, STRIDE, PAD), 5 if args.quick else 20)
+t_loops = median_seconds(lambda: conv_loops(x, w, b), args.device, 1 if args.quick else 3)
+t_conv = median_seconds(lambda: F.conv2d(xt, wt_, bt, STRIDE, PAD), args.device, 5 if args.quick else 20)
 print(f"\nlargest difference, product vs loops: {np.abs(y - y_loops).max():.1e}; "
       f"conv2d vs loops: {np.abs(y_conv - y_loops).max():.1e}")
 

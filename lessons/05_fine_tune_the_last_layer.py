@@ -15,14 +15,13 @@ holds far less memory than a step that trains every layer.
 
 # %%
 import copy
-import statistics
-import time
+import dataclasses
 import tracemalloc
 
 import minitl as mt
 import minitl.functional as F
 from minitl import data, training, transfer
-from minitl.report import lesson_arguments, picture, save_picture, table
+from minitl.report import lesson_arguments, median_seconds, picture, save_picture, table
 
 args = lesson_arguments(__doc__, globals().get("__file__"))
 
@@ -32,7 +31,7 @@ SEED = 0
 PROBE = transfer.BUDGETS["linear_probe"]            # the head's budget, fixed in advance (see below)
 FINE_TUNE = transfer.BUDGETS["fine_tune"]
 if args.quick:
-    PROBE, FINE_TUNE = (transfer.Budget(**{**b.__dict__, "steps": 60, "epochs": 0.0}) for b in (PROBE, FINE_TUNE))
+    PROBE, FINE_TUNE = (dataclasses.replace(b, steps=60, epochs=0.0) for b in (PROBE, FINE_TUNE))
 EVERY = 20 if args.quick else 50                    # steps between two looks at the test accuracy
 
 # %% [markdown]
@@ -122,21 +121,15 @@ def one_step(m, optimizer, x, y):
 
 
 def measure(m, optimizer, x, y, repeat):
-    one_step(m, optimizer, x, y)                    # warm up
-    times = []
-    for _ in range(repeat):
-        mt.backend.synchronize(args.device)
-        start = time.perf_counter()
-        one_step(m, optimizer, x, y)
-        mt.backend.synchronize(args.device)
-        times.append(time.perf_counter() - start)
+    """(median seconds per step, peak host memory of one step in bytes, None on a GPU)."""
+    seconds = median_seconds(lambda: one_step(m, optimizer, x, y), args.device, repeat)
     if args.device != "cpu":
-        return statistics.median(times), None
+        return seconds, None
     tracemalloc.start()
     one_step(m, optimizer, x, y)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return statistics.median(times), peak
+    return seconds, peak
 
 
 everything = transfer.unfreeze(copy.deepcopy(model))

@@ -16,6 +16,8 @@ does to the target classes: they separate far better in its features than in pix
 
 # %%
 import copy
+import dataclasses
+import os
 import time
 
 import numpy as np
@@ -31,7 +33,7 @@ K = 20
 SEED = 0
 BUDGET = transfer.BUDGETS["proxy"]                  # the same budget for both ways: the same computation
 if args.quick:
-    BUDGET = transfer.Budget(**{**BUDGET.__dict__, "steps": 60, "epochs": 0.0})
+    BUDGET = dataclasses.replace(BUDGET, steps=60, epochs=0.0)
 
 # %% [markdown]
 # ## 1. The source model and the target examples
@@ -53,15 +55,15 @@ print("cache folder:", cache.folder)
 
 # %%
 name = f"lesson6-{train.fingerprint()}"
-if __import__("os").path.exists(cache.path(name)):
-    __import__("os").remove(cache.path(name))     # so that the first read pays for the extraction
+if os.path.exists(cache.path(name)):
+    os.remove(cache.path(name))     # so that the first read pays for the extraction
 reads = []
 for attempt in ("first", "second"):
     start = time.perf_counter()
     feats = cache.features(source.features, train, name, device=args.device)
     reads.append([f"{attempt} read", cache.last, f"{(time.perf_counter() - start) * 1e3:.1f} ms"])
     print(f"{attempt} read: {cache.last} in {reads[-1][2]}")
-print(f"features {feats.shape} {feats.dtype}: {feats.shape[1]} numbers per image instead of {16 * 16}")
+print(f"features {feats.shape} {feats.dtype}: {feats.shape[1]} numbers per image instead of {train.x[0].size}")
 
 # %% [markdown]
 # ## 3. The same head two ways
@@ -73,8 +75,10 @@ print(f"features {feats.shape} {feats.dtype}: {feats.shape[1]} numbers per image
 
 # %%
 probe = transfer.linear_probe(source, glyphs, train, BUDGET, SEED, args.device)
-transfer.proxy_train(source, glyphs, train, cache, BUDGET, SEED, args.device)  # puts the test set's features on disk
-proxy = transfer.proxy_train(source, glyphs, train, cache, BUDGET, SEED, args.device)  # timed with everything on disk
+# The proxy reads section 2's file (name=name); its first run puts the test set's features on disk too,
+# the second is timed with everything on disk.
+transfer.proxy_train(source, glyphs, train, cache, BUDGET, SEED, args.device, name=name)
+proxy = transfer.proxy_train(source, glyphs, train, cache, BUDGET, SEED, args.device, name=name)
 gap = float(np.abs(probe.model.head.weight.numpy() - proxy.model.head.weight.numpy()).max())
 threads = sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
 print(f"largest difference between the two heads' weights: {gap:.1e}")

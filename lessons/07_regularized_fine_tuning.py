@@ -19,6 +19,7 @@ noise; the learning curves; how far the features move as lambda grows.
 """
 
 # %%
+import dataclasses
 import statistics
 
 import numpy as np
@@ -35,7 +36,7 @@ KS = (2, 5)                                          # the few-example regime, w
 SEEDS = 2 if args.quick else 8                       # pairs of runs per k: enough to tell a gain from noise?
 BUDGET = transfer.BUDGETS["fine_tune"]
 if args.quick:
-    BUDGET = transfer.Budget(**{**BUDGET.__dict__, "steps": 40, "epochs": 0.0})
+    BUDGET = dataclasses.replace(BUDGET, steps=40, epochs=0.0)
 LAMBDA = {"feature_mse": 0.1, "l2sp": 0.01}          # chosen on the development glyphs (benchmarks/budgets.py)
 SWEEP = (0.0, 1.0) if args.quick else (0.0, 0.1, 1.0, 10.0)   # feature MSE's lambda, for section 4
 T_CRITICAL = {1: 12.71, 7: 2.36}                     # two-sided 5% point of Student's t, by degrees of freedom
@@ -59,15 +60,22 @@ source = transfer.source_model(glyphs, args.device, verbose=True)
 
 # %%
 def run(task):
+    """One fine-tuning run: its test accuracy, its losses, and for k=2, seed 0 (section 3's
+    learning curves) the test accuracy every 50 steps."""
     method, k, seed = task
     train = data.k_shot(glyphs.target_pool, k, seed)
     regularizer = None if method == "plain" else method
-    return transfer.fine_tune(source, glyphs, train, BUDGET, seed, args.device, regularizer,
-                              LAMBDA.get(method)).accuracy
+    curve = []
+    def watch(step, net):
+        curve.append((step, mt.training.accuracy(net, glyphs.target_test, args.device)))
+    result = transfer.fine_tune(source, glyphs, train, BUDGET, seed, args.device, regularizer, LAMBDA.get(method),
+                                callback=watch if (k, seed) == (2, 0) else None)
+    return result.accuracy, result.losses, curve
 
 
 tasks = [(m, k, s) for k in KS for m in ("plain", "feature_mse", "l2sp") for s in range(SEEDS)]
-accuracy = dict(zip(tasks, parallel.map_runs(run, tasks, parallel.default_jobs(args.device))))
+runs = dict(zip(tasks, parallel.map_runs(run, tasks, parallel.default_jobs(args.device))))
+accuracy = {task: acc for task, (acc, _, _) in runs.items()}
 rows, verdicts = [], {}
 for k in KS:
     plain = [accuracy["plain", k, s] for s in range(SEEDS)]
@@ -87,22 +95,17 @@ print(table(["k", "regulariser", "plain", "with R", "per-seed gain (points)", "m
 # ## 3. Learning curves at k=2, seed 0
 #
 # The training loss includes lambda * R for the regularised runs, so it cannot reach
-# zero: R keeps pulling. The accuracy curves show what that buys.
+# zero: R keeps pulling. The accuracy curves show what that buys. (These are section 2's
+# runs at k=2, seed 0: `run` recorded their accuracy as they trained.)
 
 # %%
-train = data.k_shot(glyphs.target_pool, 2, 0)
-curves, results = {}, {}
-for method in ("plain", "feature_mse", "l2sp"):
-    def watch(step, net, method=method):
-        curves.setdefault(method, []).append((step, mt.training.accuracy(net, glyphs.target_test, args.device)))
-    results[method] = transfer.fine_tune(source, glyphs, train, BUDGET, 0, args.device,
-                                         None if method == "plain" else method, LAMBDA.get(method), callback=watch)
 plt = picture(args, "learning curves with and without the regularisers")
 if plt is not None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for method, result in results.items():
-        ax_loss.plot(result.losses, linewidth=0.8, label=method)
-        ax_acc.plot(*zip(*curves[method]), "o-", label=method)
+    for method in ("plain", "feature_mse", "l2sp"):
+        _, losses, curve = runs[method, 2, 0]
+        ax_loss.plot(losses, linewidth=0.8, label=method)
+        ax_acc.plot(*zip(*curve), "o-", label=method)
     ax_loss.set_yscale("log"), ax_loss.set_xlabel("step"), ax_loss.set_ylabel("training loss (CE + lambda R)")
     ax_acc.set_xlabel("step"), ax_acc.set_ylabel("target test accuracy (k=2)")
     ax_loss.legend(fontsize=8), ax_acc.legend(fontsize=8)
@@ -124,15 +127,16 @@ def feature_distance(model):
         return F.mse_loss(model.features(x), source.features(x)).item()
 
 
-sweep = []
+train = data.k_shot(glyphs.target_pool, 2, 0)
+sweep, distances = [], []
 for lam in SWEEP:
     result = transfer.fine_tune(source, glyphs, train, BUDGET, 0, args.device, "feature_mse", lam)
-    sweep.append([lam, f"{feature_distance(result.model):.4f}", f"{result.accuracy:.3f}"])
+    distances.append(feature_distance(result.model))
+    sweep.append([lam, f"{distances[-1]:.4f}", f"{result.accuracy:.3f}"])
 probe = transfer.linear_probe(source, glyphs, train, transfer.BUDGETS["linear_probe"], 0, args.device)
 sweep.append(["linear probe", "0 (frozen)", f"{probe.accuracy:.3f}"])
 print()
 print(table(["feature MSE lambda", "feature distance to the source", "target accuracy (k=2, seed 0)"], sweep))
-distances = [float(r[1]) for r in sweep[:-1]]
 assert distances[-1] < distances[0], "a larger lambda should keep the features closer to the source's"
 
 # %% [markdown]

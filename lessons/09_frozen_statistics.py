@@ -55,7 +55,8 @@ cache = transfer.FeatureCache()
 
 # %%
 proxy = transfer.proxy_train(source, glyphs, train, cache, transfer.Budget(steps=STEPS, head_lr=HEAD_LR,
-                                                                             schedule="cosine"), SEED, args.device)
+                                                                             schedule="cosine"), SEED, args.device,
+                             name=f"lesson9-{K}")   # the file section 3 reads again
 print(f"head trained from the cache: target test accuracy {proxy.accuracy:.3f}")
 
 
@@ -110,7 +111,8 @@ drifted, frozen = runs["requires_grad_(False)"], runs["transfer.freeze"]
 print()
 print(table(["", "requires_grad_(False)", "transfer.freeze"], [
     ["mean change of the running means", f"{drifted['drift']:.4f}", f"{frozen['drift']:.4f}"],
-    ["batches the first BatchNorm has counted (500 in training)", drifted["batches"], frozen["batches"]],
+    [f"batches the first BatchNorm has counted ({transfer.SOURCE_STEPS} in training)", drifted["batches"],
+     frozen["batches"]],
     ["the feature cache on the next read", drifted["cache"], frozen["cache"]],
     ["the cached head, on this backbone", f"{drifted['cached_head']:.3f}", f"{frozen['cached_head']:.3f}"],
     ["the loop's own head (eval mode)", f"{drifted['own']:.3f}", f"{frozen['own']:.3f}"],

@@ -144,9 +144,10 @@ else:
 #
 # Every `+`, every reduction, every copy is a kernel launch, a few microseconds each
 # whatever its size. `benchmarks/count_ops.py` counts them layer by layer: under the
-# stand-in as array operations, on a GPU with CUDA's profiler. minitl cut a TransferCNN
-# Adam step from 258 to about 130: Adam fused into one kernel per parameter
-# (`backend.fuse`), im2col's copies into one.
+# stand-in as array operations, on a GPU with CUDA's profiler, the whole step (the count of
+# section 4) and then layer by layer. A TransferCNN Adam step took 258 before minitl fused
+# Adam into one kernel per parameter (`backend.fuse`) and im2col's copies into one: that
+# count is commit 987494b's, recorded in benchmarks/README.md; the one below is measured now.
 
 # %%
 counted = subprocess.run([sys.executable, "-m", "benchmarks.count_ops", "--batch", str(BATCH)], cwd=REPO,
@@ -162,7 +163,7 @@ print(table(["difference from NumPy", "seen here", "minitl's answer"], [
     ["index 7 of an axis of 4 wraps to 3", str(backend.to_host(wrapped)), minitl_says.split(":")[0]],
     ["a read-back stalls the GPU", "loss.item(): one sync" if standin else "-", "no sync in a training step"],
     ["each op is a kernel launch", f"{ops} per step at batch {BATCH}" if ops else "n/a",
-     "258 -> 127: a fused Adam, one im2col copy"],
+     f"a fused Adam, one im2col copy (258 at commit 987494b{f' -> {ops}' if ops else ''})"],
 ]))
 if standin:
     assert during_step.syncs == 0 and reading.syncs == 1 and "IndexError" in minitl_says

@@ -62,7 +62,9 @@ def make_step(device, batch):
 
 
 def clock(step, device, repeat, sync=True):
-    """Seconds of each of `repeat` calls; the device is synchronised before each clock read."""
+    """Seconds of each of `repeat` calls; the device is synchronised before each clock read.
+    (What `report.median_seconds`, used by lessons 3 and 5, does, written out here with the
+    choice to leave out the syncs: section 4 shows what that measures on a GPU.)"""
     times = []
     for _ in range(repeat):
         if sync:
@@ -141,14 +143,16 @@ if gpu_ok:
     with_sync = statistics.median(clock(big, "cuda", REPEAT)) * 1e3
     print(f"batch {GPU_BATCHES[-1]} on the GPU: {no_sync:.2f} ms without a sync (the launches), "
           f"{with_sync:.2f} ms with one (the work)")
+    speedups = {}
     for batch in GPU_BATCHES:
         seconds = {}
         for device in ("cpu", "cuda"):
             step = make_step(device, batch)
             clock(step, device, 3)
             seconds[device] = statistics.median(clock(step, device, REPEAT))
+        speedups[batch] = seconds["cpu"] / seconds["cuda"]
         gpu_rows.append([batch, f"{seconds['cpu'] * 1e3:.2f}", f"{seconds['cuda'] * 1e3:.2f}",
-                         f"{seconds['cpu'] / seconds['cuda']:.1f}x"])
+                         f"{speedups[batch]:.1f}x"])
 else:
     print("no GPU here: on a machine with an NVIDIA GPU (pip install -e \".[gpu]\") this section times "
           "the same step on CuPy against NumPy, batch by batch")
@@ -158,15 +162,16 @@ print(table(["machine", "batch", "one thread (ms)", "default threads (ms)", "def
 if gpu_rows:
     print()
     print(table(["batch", "cpu ms/step", "cuda ms/step", "cuda speed-up"], gpu_rows))
-    faster = [r[0] for r in gpu_rows if float(r[3][:-1]) > 1]
+    faster = [batch for batch, speedup in speedups.items() if speedup > 1]
     print(f"the GPU overtakes the CPU at batch {faster[0]}" if faster else "the CPU won at every batch here")
 
 # %% [markdown]
 # ## Try this
 #
 # 1. Start two busy processes instead of one (two `subprocess.Popen` in section 3): on a
-#    2-core machine the default threads now fight for both cores; `benchmarks/README.md`
-#    measured the whole comparison that way: over 420 s with default threads, 117 s with one.
+#    2-core machine the default threads now fight for both cores. (Not measured by this
+#    lesson: `benchmarks/README.md` timed the whole comparison that way, over 420 s with
+#    the default threads against 117 s with one.)
 # 2. Run the lesson twice: the numbers move from run to run by several percent even on a
 #    quiet machine. That is why `benchmarks/` reports ratios measured within one run, never
 #    absolute times from different runs.

@@ -4,6 +4,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 from minitl import backend
 
@@ -49,6 +50,21 @@ def save_picture(plt, fig, args, name):
     plt.close(fig)
     print(f"picture: {path}")
     return path
+
+
+def median_seconds(fn, device, repeat):
+    """The median wall time of fn() in seconds over `repeat` calls, after one warm-up call (the
+    first pays for allocations and, on a GPU, for compiling kernels). The device is synchronised
+    around every clock read: a GPU call returns before its work is done (lesson 11)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        backend.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        backend.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def table(headers, rows):
