@@ -47,3 +47,24 @@ os.environ["MINITL_DEVICE"] = "cpu"
 def host(a):
     """A NumPy array of a tensor's data or of a raw array, wherever it lives (tests compare on the host)."""
     return backend.to_host(a.data if hasattr(a, "data") and not backend.is_array(a) else a)
+
+
+def quiet(*args):
+    """A log function that says nothing."""
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One cache folder for the whole session, as a learner has: each source model is trained once
+    (the lessons, the main command and the tests that run it share it)."""
+    return str(tmp_path_factory.mktemp("shared-cache"))
+
+
+@pytest.fixture(scope="session")
+def small_source(shared_cache):
+    """(data, its trained source model, the cache folder): a small glyph task the transfer and layer
+    tests share, trained once per session."""
+    from minitl import data, transfer
+    d = data.glyphs(seed=0, source_per_class=200, source_test_per_class=40, target_pool_per_class=30,
+                    target_test_per_class=40)
+    return d, transfer.source_model(d, folder=shared_cache, log=quiet), shared_cache

@@ -202,10 +202,6 @@ def test_bad_input_gives_a_clear_error(call, error, phrase):
     assert phrase in str(caught.value), str(caught.value)
 
 
-def test_there_are_many_cases():
-    assert len(CASES) >= 80
-
-
 # ---------------------------------------------------------------- correct results where an error is not needed
 
 def test_a_numpy_integer_k_is_a_k():
@@ -358,9 +354,8 @@ def test_saving_keeps_links_and_permissions(tmp_path):
     mt.save({"w": np.zeros(2)}, tmp_path / "link.npz")
     assert (tmp_path / "link.npz").is_symlink() and oct(target.stat().st_mode & 0o777) == oct(0o600)
     assert list(mt.load(target)["w"]) == [0.0, 0.0]
-    for bad in ({"a\x00b": np.ones(1)}, ):
-        with pytest.raises(ValueError, match="printable"):
-            mt.save(bad, tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="printable"):
+        mt.save({"a\x00b": np.ones(1)}, tmp_path / "x.npz")
     with pytest.raises(ValueError, match="is a folder"):
         mt.save({"w": np.ones(1)}, tmp_path)
 

@@ -11,13 +11,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import quiet
 
 import minitl as mt
 from minitl import data, transfer
-
-
-def quiet(*args):
-    pass
 
 
 def members(path):

@@ -71,7 +71,7 @@ def test_device_none_means_where_the_model_is(device, monkeypatch, tmp_path):
                     target_test_per_class=10)
     mt.manual_seed(0)
     model = transfer.model_for(d, device)
-    assert training.accuracy(model, d.source_test) >= 0
+    assert training.accuracy(model, d.source_test) == training.accuracy(model, d.source_test, device)
     feats = transfer.FeatureCache(tmp_path, log=lambda *a: None).features(model.features, d.target_pool, "t")
     assert feats.shape == (50, 64)
     # A DataLoader keeps GPU arrays on the GPU; host arrays are new data for the default device.

@@ -7,22 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import host
+from conftest import host, quiet
 
 import minitl as mt
 from minitl import data, transfer
 
 
-def quiet(*args):
-    pass
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("cache"))
-    d = data.glyphs(seed=0, source_per_class=200, source_test_per_class=40, target_pool_per_class=30,
-                    target_test_per_class=40)
-    return d, transfer.source_model(d, folder=folder, log=quiet), folder
+@pytest.fixture
+def setup(small_source):
+    return small_source
 
 
 def test_cut_points_are_the_ends_of_the_stages(setup):
@@ -79,12 +72,12 @@ def test_the_seeds_section_3_read_literally_checks_the_cache(setup, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["glyphs", "digits"])
-def test_python_m_minitl_layers_quick(tmp_path, dataset):
+def test_python_m_minitl_layers_quick(tmp_path, shared_cache, dataset):
     if dataset == "digits":
         pytest.importorskip("sklearn")
     done = subprocess.run([sys.executable, "-m", "minitl", "layers", "--quick", "--dataset", dataset, "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, MINITL_CACHE=str(tmp_path / "cache")))
+                          env=dict(os.environ, MINITL_CACHE=shared_cache))
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(results["table"]) == ["input", "features.1", "features.2", "features.4", "features.5", "features.8"]

@@ -35,11 +35,21 @@ def test_only_needed_gradients_are_computed(spec, device):
     assert all(x.grad is None for x in inputs[1:])
 
 
-def test_batch_norm_needs_a_random_upstream_gradient(device):
-    """With sum() as the loss, batch norm's input gradient in training mode is zero whatever the
-    backward does (the normalised outputs of a channel always sum to zero): a check with an
-    all-ones upstream gradient would pass a broken backward. gradcheck draws it at random."""
+def test_batch_norm_needs_a_random_upstream_gradient(device, monkeypatch):
+    """With sum() as the loss, batch norm's true input gradient in training mode is zero (the
+    normalised outputs of a channel always sum to zero), so a check with an all-ones upstream
+    gradient passes a backward that returns zeros. gradcheck draws the upstream gradient at
+    random and catches it."""
+    bn = lambda x: mt.functional.batch_norm(x, None, None, training=True)
     x = mt.tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True, device=device)
-    mt.functional.batch_norm(x, None, None, training=True).sum().backward()
+    bn(x).sum().backward()
     assert np.abs(mt.backend.to_host(x.grad)).max() < 1e-12
-    assert mt.gradcheck(lambda x: mt.functional.batch_norm(x, None, None, training=True), [x])
+    assert mt.gradcheck(bn, [x])
+
+    from minitl.functional.normalization import BatchNormFunction
+    monkeypatch.setattr(BatchNormFunction, "backward", lambda self, gy: (gy * 0, None, None))  # broken
+    x.grad = None
+    bn(x).sum().backward()
+    assert np.abs(mt.backend.to_host(x.grad)).max() < 1e-12   # the all-ones check cannot tell
+    with pytest.raises(mt.GradcheckError):
+        mt.gradcheck(bn, [x])

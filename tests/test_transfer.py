@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import host
+from conftest import host, quiet
 
 import minitl as mt
 from minitl import backend, data, training, transfer
@@ -15,13 +15,9 @@ from minitl import backend, data, training, transfer
 _ON_DEVICE = {}
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("cache"))
-    d = data.glyphs(seed=0, source_per_class=200, source_test_per_class=20, target_pool_per_class=30,
-                    target_test_per_class=40)
-    source = transfer.source_model(d, folder=folder, log=lambda *a: None)
-    return d, source, folder
+@pytest.fixture
+def setup(small_source):
+    return small_source
 
 
 def on(source, device):
@@ -30,10 +26,6 @@ def on(source, device):
     if key not in _ON_DEVICE:
         _ON_DEVICE[key] = copy.deepcopy(source).to(device)
     return _ON_DEVICE[key]
-
-
-def quiet(*args):
-    pass
 
 
 def test_replace_head_and_freeze(setup):
@@ -254,8 +246,8 @@ def run_main(*args, cache):
 
 
 @pytest.mark.slow
-def test_python_m_minitl_quick_runs_end_to_end(tmp_path):
-    done = run_main("--quick", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
+def test_python_m_minitl_quick_runs_end_to_end(tmp_path, shared_cache):
+    done = run_main("--quick", "--out", str(tmp_path / "out"), cache=shared_cache)
     assert done.returncode == 0, done.stderr
     assert "accuracy on the held-out target test set" in done.stdout
     for method in transfer.METHODS:
@@ -289,9 +281,9 @@ def test_main_command_bad_options_are_named(tmp_path, args, message):
     assert "Traceback" not in done.stderr and "source model" not in done.stdout  # refused before any work
 
 
-def test_the_table_is_the_same_in_one_process_or_two(tmp_path, monkeypatch):
+def test_the_table_is_the_same_in_one_process_or_two(shared_cache, monkeypatch):
     from minitl import compare
-    monkeypatch.setenv("MINITL_CACHE", str(tmp_path))
+    monkeypatch.setenv("MINITL_CACHE", shared_cache)
     run = lambda jobs: compare.run_comparison(methods=("proxy", "fine_tune", "scratch"), ks=(2, 5), seeds=2, steps=5,
                                               log=quiet, jobs=jobs)
     one, two = run(1), run(2)
@@ -301,12 +293,28 @@ def test_the_table_is_the_same_in_one_process_or_two(tmp_path, monkeypatch):
             assert cell["loss_curve"] == two[method][k]["loss_curve"]
 
 
-def test_every_method_converges_on_a_tiny_task_with_its_own_budget(setup, tmp_path):
-    """The default budgets are per method; a recipe takes steps_for(n) steps."""
+def test_a_budget_takes_its_steps_its_epochs_or_its_cap():
+    b = transfer.Budget(steps=200, epochs=25, max_steps=1000, batch_size=32)
+    assert b.steps_for(320) == 250   # 25 passes over 320 examples, 10 batches each: more than 200
+    assert b.steps_for(15) == 200    # few examples (25 passes of one batch): the minimum number of steps
+    assert b.steps_for(2000) == 1000  # 25 passes would be 1563 steps: capped
+    assert transfer.Budget(steps=60).steps_for(10_000) == 60   # no epochs, no cap: exactly its steps
+
+
+def test_every_recipe_trains_for_its_budgets_steps(setup, tmp_path, monkeypatch):
+    """Each method's default budget, for this training set's size, is what the recipe gives fit (which
+    here trains 2 of those steps, to keep the test quick)."""
     d, source, _ = setup
     train = data.k_shot(d.target_pool, 3)
+    asked = []
+
+    def fit_two_steps(loss_fn, opt, loader, steps, *args):
+        asked.append(steps)
+        return training.fit(loss_fn, opt, loader, 2, *args)
+
+    monkeypatch.setattr(transfer, "fit", fit_two_steps)
     for method in transfer.METHODS:
         budget = transfer.BUDGETS[method]
+        asked.clear()
         result = transfer.run_method(method, source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget)
-        assert len(result.losses) == budget.steps_for(len(train))
-    assert transfer.BUDGETS["proxy"] == transfer.BUDGETS["linear_probe"]  # the same computation, the same budget
+        assert asked == [budget.steps_for(len(train))] and len(result.losses) == 2, method
