@@ -56,6 +56,8 @@ def median_seconds(fn, device, repeat):
     """The median wall time of fn() in seconds over `repeat` calls, after one warm-up call (the
     first pays for allocations and, on a GPU, for compiling kernels). The device is synchronised
     around every clock read: a GPU call returns before its work is done (lesson 11)."""
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+        raise ValueError(f"median_seconds: repeat must be a positive integer, got {repeat!r}")
     fn()
     times = []
     for _ in range(repeat):
