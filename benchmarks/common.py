@@ -49,11 +49,83 @@ def machine():
     try:
         from threadpoolctl import threadpool_info
         info["blas_threads"] = [p.get("num_threads") for p in threadpool_info()]
+        info["blas_kernel"] = [p.get("architecture") for p in threadpool_info() if p.get("user_api") == "blas"]
     except ImportError:
         pass
+    info.update({name: os.environ.get(name) for name in BLAS_KERNEL_VARIABLES})
+    info["load_average"] = os.getloadavg()
     ok, gpu = backend.cuda_status()
     info["gpu"] = gpu if ok else None
     return info
+
+
+# Set on some machines here to pick another OpenBLAS kernel: numbers differ in the last digits, and speed
+# differs too. The step benchmarks' timed processes run without them (and say so); tests and CI never change them.
+BLAS_KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+STEPS_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "steps.py")
+
+
+def print_environment():
+    """Say what the timed processes run with; the same as a dict for the results file."""
+    found = {name: os.environ[name] for name in BLAS_KERNEL_VARIABLES if name in os.environ}
+    if found:
+        print(f"  this machine sets {found}: the timed processes run without them (OpenBLAS picks its own kernel)")
+    print(f"  load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return {"blas_kernel_variables_unset": found, "load_average": os.getloadavg()}
+
+
+def run_steps(framework, tree, steps, repeat, threads=None):
+    """benchmarks/steps.py in a fresh process, minitl imported from `tree`; its JSON answer, or None
+    when the framework is not installed."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_KERNEL_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, env.get("PYTHONPATH")) if p)
+    if threads:
+        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, STEPS_WORKER, framework, json.dumps(
+        {"steps": steps, "repeat": repeat, "threads": threads})], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        if "No module named" in done.stderr:
+            return None
+        raise RuntimeError(f"the {framework} steps failed in {tree}:\n{done.stderr.strip()}")
+    result = json.loads(done.stdout)
+    if framework == "minitl" and not os.path.realpath(result["file"]).startswith(os.path.realpath(tree) + os.sep):
+        raise RuntimeError(f"the steps imported minitl from {result['file']}, not from {tree}")
+    return result
+
+
+def interleaved(runs, steps, rounds, repeat, threads=None):
+    """Time every step for every run (label -> (framework, tree)): one fresh process per step, run
+    and round, the runs alternating (and their order flipping each round) so that load hits all
+    alike. Per run and step: the best of the rounds' medians, the best single step, the median of
+    the page faults per step, the BLAS each process ran with; a run whose framework is missing is None."""
+    seen = {label: {step: [] for step in steps} for label in runs}
+    missing = set()
+    for r in range(rounds):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for step in steps:
+            for label in order:
+                if label in missing:
+                    continue
+                result = run_steps(*runs[label], [step], repeat, threads)
+                if result is None:
+                    print(f"  ({label}: not installed, skipped)")
+                    missing.add(label)
+                    continue
+                seen[label][step].append({**result["steps"][step], "blas": result["blas"],
+                                          "version": result.get("version")})
+            print(".", end="", flush=True)
+    print()
+    out = {}
+    for label in runs:
+        if label in missing:
+            out[label] = None
+            continue
+        out[label] = {step: {"median": min(o["median"] for o in obs), "best": min(o["best"] for o in obs),
+                             "faults_per_step": statistics.median(o["faults_per_step"] for o in obs),
+                             "rounds": [o["median"] for o in obs], "blas": obs[0]["blas"],
+                             "version": obs[0]["version"]}
+                      for step, obs in seen[label].items()}
+    return out
 
 
 def write_results(name, results, folder=None):
