@@ -234,6 +234,15 @@ def randn(shape, dtype, device, rng=None):
 
 # ---------------------------------------------------------------- array helpers with no common spelling
 
+def empty_like(a, dtype=None):
+    """An uninitialised array shaped and laid out in memory like `a` (a (C, H, W, N)-stored view gives
+    one stored the same way), of a's dtype unless one is given."""
+    xp = get_array_module(a)
+    order = sorted(range(a.ndim), key=lambda i: -a.strides[i])  # outermost axis first
+    stored = xp.empty(tuple(a.shape[i] for i in order), a.dtype if dtype is None else dtype)
+    return stored.transpose(tuple(order.index(i) for i in range(a.ndim)))
+
+
 def scatter_add(a, index, values):
     """a[index] += values, adding repeated indices (`add.at`, spelled the same in NumPy and CuPy)."""
     get_array_module(a).add.at(a, index, values)

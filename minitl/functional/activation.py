@@ -73,4 +73,6 @@ def dropout(x, p=0.5, training=True):
     keep = backend.host_rng().random(x.shape) >= p
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
     mask = backend.to_device((keep * scale).astype(x.dtype), x.device)
-    return x * Tensor._make(mask)
+    laid = backend.empty_like(x.data)  # laid out like x (a flattened conv output is batch innermost), so
+    laid[...] = mask                   # the product and its gradient keep x's layout (the layout rule)
+    return x * Tensor._make(laid)

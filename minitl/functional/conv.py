@@ -37,6 +37,16 @@ def to_nchw(a):
     return a.transpose(3, 0, 1, 2)
 
 
+def chwn_laid(a):
+    """a (n, c, h, w) array stored batch innermost, as conv2d stores its outputs: itself when it
+    already is (views included), else one copy. Pooling's backward takes its gradient through this,
+    so its window loop never walks two layouts at once (docs/design-notes.md, the layout rule)."""
+    n_stride = a.strides[0]
+    if a.shape[0] == 1 or all(n_stride <= s for s, size in zip(a.strides, a.shape) if size > 1):
+        return a
+    return to_nchw(backend.get_array_module(a).ascontiguousarray(to_chwn(a)))
+
+
 def zeros_nchw(shape, dtype, xp):
     """Zeros of shape (N, C, H, W), stored (C, H, W, N) like everything conv2d makes."""
     n, c, h, w = shape
@@ -184,6 +194,7 @@ class MaxPool2dFunction(Function):
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
+        gy = chwn_laid(gy)
         gx = zeros_nchw(self.x_shape, self.dtype, xp)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
@@ -216,7 +227,7 @@ class AvgPool2dFunction(Function):
         xp = backend.get_array_module(gy)
         kh, kw = self.kernel
         gx = zeros_nchw(self.x_shape, gy.dtype, xp)
-        share = gy / (kh * kw)
+        share = chwn_laid(gy) / (kh * kw)
         for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
             target = gx[:, :, r, c]
             target += share

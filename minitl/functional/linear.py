@@ -21,6 +21,8 @@ class LinearFunction(Function):
         x2 = x.reshape(-1, x.shape[-1])  # leading axes act as one batch axis
         self.x2 = x2 if self.needs_grad[1] else None
         self.w = w if self.needs_grad[0] else None
+        # A flattened conv or pool output comes batch innermost, stored (features, N): see backward.
+        self.batch_inner = min(x2.shape) > 1 and x2.strides[0] < x2.strides[1]
         y = x2 @ w.T
         if b:
             y += b[0]
@@ -28,7 +30,13 @@ class LinearFunction(Function):
 
     def backward(self, gy):
         gy2 = gy.reshape(-1, gy.shape[-1])
-        gx = (gy2 @ self.w).reshape(self.x_shape) if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0]:
+            # gx laid out like x (the layout rule in docs/design-notes.md): for batch-innermost x,
+            # (W^T gy^T)^T is the same product, written (features, N), so the pooling and ReLU
+            # backwards before it walk one layout. Free: BLAS takes either order.
+            gx = (self.w.T @ gy2.T).T if self.batch_inner else gy2 @ self.w
+            gx = gx.reshape(self.x_shape)
         gw = gy2.T @ self.x2 if self.needs_grad[1] else None
         gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
