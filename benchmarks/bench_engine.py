@@ -81,7 +81,6 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    backend.tune_malloc()  # as minitl's own programs do (see minitl/backend.py)
     # Interleave the two so that machine noise hits both alike.
     t_hand, s_hand = timeit(numpy_step(args.device), device_sync(args.device), repeat=args.repeat)
     t_mt, s_mt = timeit(minitl_step(args.device), device_sync(args.device), repeat=args.repeat)

@@ -8,6 +8,7 @@ noisy), printed next to its target. Peers run in processes of their own
 """
 
 import argparse
+import os
 import resource
 import tracemalloc
 
@@ -54,12 +55,17 @@ def conv_case(n, cin, cout, size, device, repeat):
 
 
 def peak_memory(step):
-    """Peak bytes allocated during one step (tracemalloc sees NumPy's buffers)."""
-    step()
-    tracemalloc.start()
-    step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    """Peak bytes allocated during one step (tracemalloc sees NumPy's buffers), with minitl's workspace
+    off: with it on, a step reuses what the previous one allocated, and tracemalloc would see nothing."""
+    os.environ["MINITL_REUSE_MEMORY"] = "0"
+    try:
+        step()
+        tracemalloc.start()
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        del os.environ["MINITL_REUSE_MEMORY"]
     return peak
 
 
@@ -78,7 +84,6 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, batch 64 only")
     args = parser.parse_args()
-    backend.tune_malloc()  # as minitl's own programs do (see minitl/backend.py)
     device, repeat = args.device, (5 if args.quick else 15)
     batches = [64] if args.quick else [64, 256]
     results = {"device": device, "conv": [], "step": {}}

@@ -156,7 +156,6 @@ def main():
     parser.add_argument("--quick", action="store_true", help="batches 16 and 256, fewer repeats")
     parser.add_argument("--crossover", action="store_true", help="also find where CuPy overtakes NumPy")
     args = parser.parse_args()
-    backend.tune_malloc()  # as minitl's own programs do (see minitl/backend.py)
     devices = ["cpu"] + (["cuda"] if backend.cuda_status()[0] else []) if args.device == "all" else [args.device]
     batches = (16, 256) if args.quick else BATCHES
     repeat = 5 if args.quick else 10

@@ -20,7 +20,7 @@ import statistics
 import time
 
 from benchmarks.common import write_results
-from minitl import backend, data, transfer
+from minitl import data, transfer
 
 METHODS = ("scratch", "proxy", "fine_tune", "fine_tune+feature_mse", "fine_tune+l2sp")
 
@@ -135,7 +135,6 @@ def main():
     parser.add_argument("--reference", action="store_true",
                         help="the table's probe at k=all against a logistic regression on the same features")
     args = parser.parse_args()
-    backend.tune_malloc()
     from minitl.compare import parse_k
     ks, candidates = parse_k(args.k), [int(s) for s in args.steps.split(",")]
     if args.lambdas:

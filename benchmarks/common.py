@@ -74,7 +74,7 @@ def print_environment():
     return {"blas_kernel_variables_unset": found, "load_average": os.getloadavg()}
 
 
-def run_steps(framework, tree, steps, repeat, threads=None):
+def run_steps(framework, tree, steps, repeat, threads=None, setup="default"):
     """benchmarks/steps.py in a fresh process, minitl imported from `tree`; its JSON answer, or None
     when the framework is not installed."""
     env = {k: v for k, v in os.environ.items() if k not in BLAS_KERNEL_VARIABLES}
@@ -82,7 +82,8 @@ def run_steps(framework, tree, steps, repeat, threads=None):
     if threads:
         env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
     done = subprocess.run([sys.executable, STEPS_WORKER, framework, json.dumps(
-        {"steps": steps, "repeat": repeat, "threads": threads})], capture_output=True, text=True, env=env)
+        {"steps": steps, "repeat": repeat, "threads": threads, "setup": setup})], capture_output=True, text=True,
+        env=env)
     if done.returncode != 0:
         if "No module named" in done.stderr:
             return None
@@ -94,7 +95,7 @@ def run_steps(framework, tree, steps, repeat, threads=None):
 
 
 def interleaved(runs, steps, rounds, repeat, threads=None):
-    """Time every step for every run (label -> (framework, tree)): one fresh process per step, run
+    """Time every step for every run (label -> (framework, tree[, setup])): one fresh process per step, run
     and round, the runs alternating (and their order flipping each round) so that load hits all
     alike. Per run and step: the best of the rounds' medians, the best single step, the median of
     the page faults per step, the BLAS each process ran with; a run whose framework is missing is None."""
@@ -106,7 +107,8 @@ def interleaved(runs, steps, rounds, repeat, threads=None):
             for label in order:
                 if label in missing:
                     continue
-                result = run_steps(*runs[label], [step], repeat, threads)
+                framework, tree, *setup = runs[label]
+                result = run_steps(framework, tree, [step], repeat, threads, *setup)
                 if result is None:
                     print(f"  ({label}: not installed, skipped)")
                     missing.add(label)

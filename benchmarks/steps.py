@@ -121,7 +121,19 @@ def blas_info():
             for p in threadpool_info() if p.get("user_api") == "blas"]
 
 
+# How memory is reused, for `benchmarks.memory` (the steps themselves never change it):
+# "default" what a plain script gets; "no-workspace" minitl's workspace off; "tune-malloc" the
+# workspace off and glibc's malloc told to keep freed memory (a process-wide change).
+SETUPS = ("default", "no-workspace", "tune-malloc")
+
+
 def main(framework, args):
+    setup = args.get("setup", "default")
+    if setup != "default":
+        os.environ["MINITL_REUSE_MEMORY"] = "0"
+    if setup == "tune-malloc":
+        from minitl import backend
+        backend.tune_malloc()
     if framework == "torch":
         import torch
         torch.set_num_threads(args.get("threads") or torch.get_num_threads())

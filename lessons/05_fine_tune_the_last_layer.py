@@ -20,7 +20,7 @@ import tracemalloc
 
 import minitl as mt
 import minitl.functional as F
-from minitl import data, training, transfer
+from minitl import backend, data, training, transfer
 from minitl.report import lesson_arguments, median_seconds, picture, save_picture, table
 
 args = lesson_arguments(__doc__, globals().get("__file__"))
@@ -110,7 +110,10 @@ if plt is not None:
 #
 # A frozen backbone records no graph, so none of its activations are kept for a
 # backward. Memory is measured with tracemalloc, which sees NumPy's buffers: on the
-# CPU only (on a GPU the arrays live in the GPU's memory).
+# CPU only (on a GPU the arrays live in the GPU's memory). A step that records a graph
+# keeps its large arrays in minitl's workspace for the next step (no page faults then:
+# see `backend.empty`), so the workspace is emptied first and tracemalloc sees all that
+# one step needs.
 
 # %%
 def one_step(m, optimizer, x, y):
@@ -125,6 +128,7 @@ def measure(m, optimizer, x, y, repeat):
     seconds = median_seconds(lambda: one_step(m, optimizer, x, y), args.device, repeat)
     if args.device != "cpu":
         return seconds, None
+    backend.free_workspace()
     tracemalloc.start()
     one_step(m, optimizer, x, y)
     peak = tracemalloc.get_traced_memory()[1]

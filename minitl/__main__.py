@@ -75,9 +75,7 @@ def layers_main(argv):
 
 
 def main(argv=None):
-    from minitl import backend
     argv = sys.argv[1:] if argv is None else argv
-    backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
     if argv[:1] == ["layers"]:

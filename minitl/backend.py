@@ -13,6 +13,7 @@ import io
 import math
 import os
 import sys
+import threading
 import zipfile
 import zlib
 
@@ -33,12 +34,12 @@ def tune_malloc():
     gives them back when freed, so every training step pays thousands of page faults for its
     temporaries; keeping freed memory makes steady-state steps fault-free, as a caching
     allocator would. It changes malloc for the whole process (memory freed by any library is
-    then kept, not returned), so importing minitl never does it: minitl's own programs call it
-    (python -m minitl, the lessons, the benchmarks), and a training script may call it once at
-    its start. MINITL_REUSE_MEMORY=0 turns it off. Returns whether it took effect.
+    then kept, not returned), so minitl never calls it: its ops reuse their large arrays through
+    the workspace instead (below), which covers a training step. A script whose own code makes
+    large temporaries may call it once at its start. Returns whether it took effect.
     """
     global _malloc_tuned
-    if os.environ.get("MINITL_REUSE_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -232,16 +233,122 @@ def randn(shape, dtype, device, rng=None):
     return to_device(a.astype(dtype), device)
 
 
-# ---------------------------------------------------------------- array helpers with no common spelling
+# ---------------------------------------------------------------- the workspace: host memory reused across steps
 
-def empty_like(a, dtype=None):
+# A training step makes the same large arrays every time (im2col columns, padded inputs, pooling and
+# ReLU outputs, their gradients), and keeps many of them until backward frees the graph, all at once.
+# malloc then hands those pages back to the kernel, and the next step pays a page fault per 4 KiB for
+# them: thousands a step (benchmarks/README.md). NumPy has no caching allocator (CuPy has one on the
+# GPU), so minitl's ops take the large arrays of a recorded step from this workspace: buffers an earlier
+# step used, handed out again once nothing refers to them. "Nothing refers to it" is Python's own
+# reference count: every array, view or saved graph that uses a buffer holds a reference to it (a
+# view's `.base`), so a buffer still saved for a backward (retain_graph=True, a second forward alive)
+# is never handed out. Arrays of an op that records no graph (no_grad, a frozen backbone) are freed
+# as soon as the next op has read them, and malloc gives their memory straight back, still in the CPU's
+# cache: they do not use the workspace. Nothing outside minitl's own arrays changes (as tuning malloc would).
+
+WORKSPACE_MIN_BYTES = 64 * 1024     # smaller arrays come from malloc's own free lists, fault-free
+WORKSPACE_MAX_BYTES = 1024 * 2**20  # what the workspace may hold in all; past it, unused buffers are dropped
+
+_workspace = {}  # nbytes -> list of uint8 buffers, the most recently handed out last
+_workspace_bytes = 0
+_workspace_lock = threading.Lock()
+
+
+def _references(buffers, i):
+    return sys.getrefcount(buffers[i])
+
+
+def _unused_references():
+    """How many references a buffer that nothing uses has when _references looks at it (the list's,
+    and what the interpreter holds during the call: measured, not assumed, as it differs by version)."""
+    probe = [numpy.empty(1, numpy.uint8)]
+    return _references(probe, 0)
+
+
+_UNUSED = _unused_references()
+
+
+def _in_use(buffers, i):
+    return _references(buffers, i) > _UNUSED
+
+
+def empty(shape, dtype, xp, reuse):
+    """An uninitialised array for an op's result or temporary. reuse=True (an op that records a graph,
+    and every backward): on the CPU a large one comes from the workspace (see above); on the GPU,
+    CuPy's memory pool does this by itself."""
+    dtype = numpy.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if not reuse or xp is not numpy or nbytes < WORKSPACE_MIN_BYTES or not _reuse_memory():
+        return xp.empty(shape, dtype)
+    global _workspace_bytes
+    with _workspace_lock:
+        buffers = _workspace.setdefault(nbytes, [])
+        for i in reversed(range(len(buffers))):  # the most recently used first: likelier to be in the cache
+            if not _in_use(buffers, i):
+                buffers.append(buffers.pop(i))
+                return buffers[-1].view(dtype).reshape(shape)
+        if _workspace_bytes + nbytes > WORKSPACE_MAX_BYTES:
+            _drop_unused(_workspace_bytes + nbytes - WORKSPACE_MAX_BYTES)
+        if _workspace_bytes + nbytes > WORKSPACE_MAX_BYTES:  # everything held is in use: don't keep this one
+            return numpy.empty(shape, dtype)
+        buffers.append(numpy.empty(nbytes, numpy.uint8))
+        _workspace_bytes += nbytes
+        return buffers[-1].view(dtype).reshape(shape)
+
+
+def zeros(shape, dtype, xp, reuse):
+    """Zeros, from the workspace when reuse=True (see `empty`)."""
+    if not reuse:
+        return xp.zeros(shape, dtype)
+    a = empty(shape, dtype, xp, reuse)
+    a.fill(0)
+    return a
+
+
+def empty_like(a, reuse, dtype=None):
     """An uninitialised array shaped and laid out in memory like `a` (a (C, H, W, N)-stored view gives
-    one stored the same way), of a's dtype unless one is given."""
+    one stored the same way), of a's dtype unless one is given; from the workspace when reuse=True."""
     xp = get_array_module(a)
+    if not reuse:
+        return xp.empty_like(a, dtype=dtype)  # order "K": a's layout
     order = sorted(range(a.ndim), key=lambda i: -a.strides[i])  # outermost axis first
-    stored = xp.empty(tuple(a.shape[i] for i in order), a.dtype if dtype is None else dtype)
+    stored = empty(tuple(a.shape[i] for i in order), a.dtype if dtype is None else dtype, xp, reuse)
     return stored.transpose(tuple(order.index(i) for i in range(a.ndim)))
 
+
+def _drop_unused(needed):
+    """Forget unused buffers until `needed` bytes are freed."""
+    global _workspace_bytes
+    for nbytes in list(_workspace):
+        buffers = _workspace[nbytes]
+        for i in reversed(range(len(buffers))):
+            if needed > 0 and not _in_use(buffers, i):
+                del buffers[i]
+                _workspace_bytes -= nbytes
+                needed -= nbytes
+        if not buffers:
+            del _workspace[nbytes]
+
+
+def free_workspace():
+    """Give back every workspace buffer that nothing uses (as torch.cuda.empty_cache does on a GPU);
+    the bytes the workspace still holds after it."""
+    with _workspace_lock:
+        _drop_unused(_workspace_bytes)
+        return _workspace_bytes
+
+
+def workspace_bytes():
+    """The bytes the workspace holds now, in use or not."""
+    return _workspace_bytes
+
+
+def _reuse_memory():
+    return os.environ.get("MINITL_REUSE_MEMORY", "1") != "0"
+
+
+# ---------------------------------------------------------------- array helpers with no common spelling
 
 def scatter_add(a, index, values):
     """a[index] += values, adding repeated indices (`add.at`, spelled the same in NumPy and CuPy)."""

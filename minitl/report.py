@@ -28,7 +28,6 @@ def lesson_arguments(doc, file=None, argv=None):
         backend.blas_thread_count()
     except (ValueError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
-    backend.tune_malloc()  # a program of minitl's own: keep freed memory for the next step (see backend)
     name = os.path.splitext(os.path.basename(file))[0] if file else "notebook"
     root = os.path.join(os.path.dirname(os.path.abspath(file)) if file else os.getcwd(), "out")
     args.out = os.path.join(root, "quick", name) if args.quick else os.path.join(root, name)

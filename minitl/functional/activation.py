@@ -8,11 +8,11 @@ class ReLUFunction(Function):
     """y = max(x, 0);  gx = gy * (x > 0)"""
     reads_inputs = False
     def forward(self, x):
-        self.y = backend.get_array_module(x).maximum(x, 0)
+        self.y = backend.get_array_module(x).maximum(x, 0, out=backend.empty_like(x, any(self.needs_grad)))
         return self.y
 
     def backward(self, gy):
-        return gy * (self.y > 0)
+        return backend.get_array_module(gy).multiply(gy, self.y > 0, out=backend.empty_like(gy, reuse=True))
 
 
 def relu(x):
@@ -73,6 +73,6 @@ def dropout(x, p=0.5, training=True):
     keep = backend.host_rng().random(x.shape) >= p
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
     mask = backend.to_device((keep * scale).astype(x.dtype), x.device)
-    laid = backend.empty_like(x.data)  # laid out like x (a flattened conv output is batch innermost), so
+    laid = backend.empty_like(x.data, reuse=False)  # laid out like x (a flattened conv output is batch innermost), so
     laid[...] = mask                   # the product and its gradient keep x's layout (the layout rule)
     return x * Tensor._make(laid)

@@ -23,6 +23,12 @@ def _pair(value, name, op):
     return int(pair[0]), int(pair[1])
 
 
+def matmul(a, b, reuse):
+    """a @ b of two matrices, written into a workspace array when reuse=True (see backend.empty)."""
+    xp = backend.get_array_module(a)
+    return xp.matmul(a, b, out=backend.empty((a.shape[0], b.shape[1]), a.dtype, xp, reuse))
+
+
 def output_size(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
@@ -47,46 +53,49 @@ def chwn_laid(a):
     return to_nchw(backend.get_array_module(a).ascontiguousarray(to_chwn(a)))
 
 
-def zeros_nchw(shape, dtype, xp):
+def zeros_nchw(shape, dtype, xp, reuse):
     """Zeros of shape (N, C, H, W), stored (C, H, W, N) like everything conv2d makes."""
     n, c, h, w = shape
-    return to_nchw(xp.zeros((c, h, w, n), dtype=dtype))
+    return to_nchw(backend.zeros((c, h, w, n), dtype, xp, reuse))
 
 
-def _pad_chwn(x, ph, pw):
+def _pad_chwn(x, ph, pw, reuse):
     """x (n, c, h, w) as a (c, h + 2ph, w + 2pw, n) array with a border of zeros (a view when no padding)."""
     if not (ph or pw):
         return to_chwn(x)
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
-    xpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+    xpad = backend.zeros((c, h + 2 * ph, w + 2 * pw, n), x.dtype, xp, reuse)
     xpad[:, ph:ph + h, pw:pw + w] = to_chwn(x)
     return xpad
 
 
-def im2col(x, kh, kw, stride, padding):
+def im2col(x, kh, kw, stride, padding, reuse=False):
     """(n, c, h, w) -> (c*kh*kw, oh*ow*n): column (oy, ox, i) holds the patch under output pixel
-    (oy, ox) of image i, one row per (channel, kernel row, kernel column)."""
+    (oy, ox) of image i, one row per (channel, kernel row, kernel column). reuse: take the arrays
+    from the workspace (backend.empty)."""
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    xpad = _pad_chwn(x, ph, pw)  # (c, h + 2ph, w + 2pw, n)
+    xpad = _pad_chwn(x, ph, pw, reuse)  # (c, h + 2ph, w + 2pw, n)
     s_c, s_h, s_w, s_n = xpad.strides
     # Every window as a view, no copy yet: element (ch, i, j, oy, ox, b) is xpad[ch, oy*sh + i, ox*sw + j, b].
     windows = backend.as_strided(xpad, (c, kh, kw, oh, ow, n), (s_c, s_h, s_w, sh * s_h, sw * s_w, s_n))
     # One copy lays them out as columns (one kernel on a GPU, not one per kernel offset).
-    return xp.ascontiguousarray(windows).reshape(c * kh * kw, oh * ow * n)
+    col = backend.empty(windows.shape, x.dtype, xp, reuse)
+    xp.copyto(col, windows)
+    return col.reshape(c * kh * kw, oh * ow * n)
 
 
-def col2im(col, x_shape, kh, kw, stride, padding):
+def col2im(col, x_shape, kh, kw, stride, padding, reuse=False):
     """The adjoint of im2col: add every column entry back onto the pixel it came from."""
     xp = backend.get_array_module(col)
     n, c, h, w = x_shape
     (sh, sw), (ph, pw) = stride, padding
     oh, ow = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     col = col.reshape(c, kh, kw, oh, ow, n)
-    gpad = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=col.dtype)
+    gpad = backend.zeros((c, h + 2 * ph, w + 2 * pw, n), col.dtype, xp, reuse)
     for i in range(kh):
         for j in range(kw):
             # Windows overlap, so each offset adds its share (into a view: one op, no copy back).
@@ -106,12 +115,13 @@ class Conv2dFunction(Function):
         self.x_shape, self.w_shape = x.shape, w.shape
         (sh, sw), (ph, pw) = self.stride, self.padding
         oh, ow = output_size(h, kh, sh, ph), output_size(wd, kw, sw, pw)
-        col = im2col(x, kh, kw, self.stride, self.padding)
+        reuse = any(self.needs_grad)  # recording a graph: its arrays live until backward (see backend.empty)
+        col = im2col(x, kh, kw, self.stride, self.padding, reuse)
         w_mat = w.reshape(oc, -1)
         # Keep only what backward needs: col for the weight gradient, W for the input gradient.
         self.col = col if self.needs_grad[1] else None
         self.w_mat = w_mat if self.needs_grad[0] else None
-        y = w_mat @ col
+        y = matmul(w_mat, col, reuse)
         if b:
             y += b[0][:, None]
         return to_nchw(y.reshape(oc, oh, ow, n))
@@ -121,7 +131,8 @@ class Conv2dFunction(Function):
         gy_mat = to_chwn(gy).reshape(oc, -1)  # no copy when gy is laid out like conv2d's output
         gx = gw = gb = None
         if self.needs_grad[0]:
-            gx = col2im(self.w_mat.T @ gy_mat, self.x_shape, kh, kw, self.stride, self.padding)
+            gcol = matmul(self.w_mat.T, gy_mat, reuse=True)
+            gx = col2im(gcol, self.x_shape, kh, kw, self.stride, self.padding, reuse=True)
         if self.needs_grad[1]:
             gw = (gy_mat @ self.col.T).reshape(self.w_shape)
         if len(self.needs_grad) > 2 and self.needs_grad[2]:
@@ -184,18 +195,25 @@ class MaxPool2dFunction(Function):
         # A running maximum over the window offsets k = 0, 1, ...; where a later offset is
         # strictly larger, its k (always larger than the index so far) becomes the index,
         # so ties keep the first maximum. Elementwise only: no argmax over a small axis.
-        y = xp.copy(x[:, :, windows[0][0], windows[0][1]])  # xp.copy keeps x's memory layout
-        self.index = xp.zeros_like(y, dtype=xp.int32)
+        # Only backward reads the index: without a graph (a frozen backbone) it is not kept.
+        first = x[:, :, windows[0][0], windows[0][1]]
+        record = any(self.needs_grad)
+        y = backend.empty_like(first, record)  # laid out like x
+        xp.copyto(y, first)
+        if record:
+            self.index = backend.empty_like(y, record, xp.int32)
+            self.index.fill(0)
         for k, (r, c) in enumerate(windows[1:], start=1):
             v = x[:, :, r, c]
-            xp.maximum(self.index, (v > y) * xp.int32(k), out=self.index)  # (xp.where: 4x slower on NumPy)
+            if record:
+                xp.maximum(self.index, (v > y) * xp.int32(k), out=self.index)  # (xp.where: 4x slower on NumPy)
             xp.maximum(y, v, out=y)
         return y
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         gy = chwn_laid(gy)
-        gx = zeros_nchw(self.x_shape, self.dtype, xp)
+        gx = zeros_nchw(self.x_shape, self.dtype, xp, reuse=True)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         for k, (r, c) in enumerate(_windows(*self.kernel, self.stride, self.oh, self.ow)):
             target = gx[:, :, r, c]
@@ -218,7 +236,9 @@ class AvgPool2dFunction(Function):
         self.x_shape = x.shape
         self.oh, self.ow = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
         windows = list(_windows(kh, kw, self.stride, self.oh, self.ow))
-        y = xp.copy(x[:, :, windows[0][0], windows[0][1]])
+        first = x[:, :, windows[0][0], windows[0][1]]
+        y = backend.empty_like(first, any(self.needs_grad))  # laid out like x
+        xp.copyto(y, first)
         for r, c in windows[1:]:
             y += x[:, :, r, c]
         return y / (kh * kw)
@@ -226,7 +246,7 @@ class AvgPool2dFunction(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         kh, kw = self.kernel
-        gx = zeros_nchw(self.x_shape, gy.dtype, xp)
+        gx = zeros_nchw(self.x_shape, gy.dtype, xp, reuse=True)
         share = chwn_laid(gy) / (kh * kw)
         for r, c in _windows(kh, kw, self.stride, self.oh, self.ow):
             target = gx[:, :, r, c]
