@@ -1,5 +1,7 @@
 """conv2d and pooling: against naive loops, im2col's adjoint, and bad input."""
 
+import itertools
+
 import numpy as np
 import pytest
 from conftest import host
@@ -79,6 +81,39 @@ def test_pooling_matches_the_naive_loop(device, k0, k1, s0, s1, seed):
     for op, reduce in ((F.max_pool2d, np.max), (F.avg_pool2d, np.mean)):
         y = op(mt.tensor(x, device=device), (k0, k1), (s0, s1))
         np.testing.assert_allclose(y.numpy(), naive_pool(x, (k0, k1), (s0, s1), reduce), rtol=1e-12, atol=1e-12)
+
+
+def naive_pool_grad(x, gy, k, s, op):
+    """The gradient of a pool, window by window: gy to the first maximum, or spread over the window."""
+    gx = np.zeros_like(x)
+    for b in range(x.shape[0]):
+        for ch in range(x.shape[1]):
+            for i in range(gy.shape[2]):
+                for j in range(gy.shape[3]):
+                    window = x[b, ch, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+                    target = gx[b, ch, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+                    if op == "max":
+                        target[np.unravel_index(window.argmax(), window.shape)] += gy[b, ch, i, j]
+                    else:
+                        target += gy[b, ch, i, j] / window.size
+    return gx
+
+
+@pytest.mark.parametrize("k, s", [((2, 2), (2, 2)), ((1, 1), (2, 2)), ((2, 2), (3, 3)), ((3, 2), (2, 2)),
+                                  ((2, 3), (2, 3))])
+def test_pooling_gradient_matches_the_naive_loop_whatever_memory_held(device, k, s):
+    """Every pixel of the gradient is written, also those no window covers (a stride longer than the
+    window, sizes not divisible): the workspace is filled with NaN first, so one left out shows."""
+    rng = np.random.default_rng(0)
+    for (h, w), (op, pool) in itertools.product([(14, 14), (14, 13)], [("max", F.max_pool2d), ("avg", F.avg_pool2d)]):
+        x = rng.standard_normal((8, 16, h, w))
+        xt = mt.tensor(x, requires_grad=True, device=device)
+        y = pool(xt, k, s)
+        gy = rng.standard_normal(y.shape)
+        if device == "cpu":
+            backend.empty((16, h, w, 8), np.float64, np, reuse=True).fill(np.nan)  # what gx will be given
+        y.backward(mt.tensor(gy, device=device))
+        np.testing.assert_allclose(host(xt.grad), naive_pool_grad(x, gy, k, s, op), rtol=1e-12, atol=1e-12)
 
 
 def test_max_pool_sends_the_gradient_to_the_first_maximum_of_a_tied_window(device):
