@@ -55,7 +55,7 @@ def count_step(batch):
 
     import minitl as mt
     import minitl.functional as F
-    from minitl import backend, training, transfer
+    from minitl import backend, data, training, transfer
     from minitl.autograd import graph_order
 
     counter = _Counter()
@@ -63,8 +63,10 @@ def count_step(batch):
     model = transfer.TransferCNN(5, device="cuda")
     opt = mt.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    x = mt.tensor(rng.random((batch, 1, 16, 16), dtype=np.float32), device="cuda")
-    y = backend.to_device(rng.integers(0, 5, batch), "cuda")
+    # A batch as every recipe gets it: from a DataLoader, whose labels were checked on the host.
+    loader = data.DataLoader(rng.random((batch, 1, 16, 16), dtype=np.float32), rng.integers(0, 5, batch),
+                             batch_size=batch, device="cuda")
+    x, y = next(iter(loader))
     loss_fn = lambda x, y: F.cross_entropy(model(x), y)
     for _ in range(3):  # Adam's state exists and every kernel is compiled before counting
         training.train_step(loss_fn, opt, x, y)

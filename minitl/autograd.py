@@ -253,6 +253,9 @@ class Function:
 
     reads_inputs = True
     released = False  # set once backward has freed what this op saved
+    # new_grads: every array backward returns is made by this call and returned once (no view of gy,
+    # no array shared by two inputs), so a leaf may keep it as its .grad without a copy.
+    new_grads = False
 
     def __call__(self, *inputs):
         for i, t in enumerate(inputs):
@@ -332,14 +335,15 @@ def _run_backward(root, grad, retain_graph=False):
         if t._creator is not None:
             t._creator.check_versions()
     grads = {id(root): grad}
+    owned = set()  # ids whose pending gradient is a new array that nothing else holds
     for t in reversed(order):
         gy = grads.pop(id(t), None)
         if gy is None:
             continue
         if t._creator is None or t._retain_grad:
-            # .grad is ours alone (a copy), so accumulating into it in place is safe
+            # .grad is the leaf's alone (a copy, unless nothing else holds gy), so += into it is safe
             if t.grad is None:
-                t.grad = gy.copy()
+                t.grad = gy if t._creator is None and id(t) in owned else gy.copy()
             else:
                 t.grad += gy
         if t._creator is None:
@@ -352,7 +356,13 @@ def _run_backward(root, grad, retain_graph=False):
             if gx is None or not x._requires_grad:
                 continue
             # out of place: gx may be a view of gy, which belongs to someone else
-            grads[id(x)] = gx if id(x) not in grads else grads[id(x)] + gx
+            if id(x) in grads:
+                grads[id(x)] = grads[id(x)] + gx
+                owned.add(id(x))
+            else:
+                grads[id(x)] = gx
+                if fn.new_grads:
+                    owned.add(id(x))
         if not retain_graph:
             fn.release()  # its saved arrays (im2col columns and all) are freed now, not at the next step
 
@@ -480,6 +490,7 @@ def sub(a, b):
 
 class Mul(Function):
     """y = a * b;  ga = gy * b, gb = gy * a"""
+    new_grads = True
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -496,6 +507,7 @@ def mul(a, b):
 
 class Div(Function):
     """y = a / b;  ga = gy / b, gb = -gy * a / b**2"""
+    new_grads = True
     def forward(self, a, b):
         self.a, self.b = a, b
         return a / b
@@ -512,6 +524,7 @@ def div(a, b):
 
 class Neg(Function):
     """y = -x;  gx = -gy"""
+    new_grads = True
     reads_inputs = False
     def forward(self, x):
         return -x
@@ -526,6 +539,7 @@ def neg(x):
 
 class Pow(Function):
     """y = x ** c for a constant c;  gx = gy * c * x ** (c - 1)"""
+    new_grads = True
     def __init__(self, c):
         self.c = c
 
@@ -545,6 +559,7 @@ def pow(x, c):
 
 class Exp(Function):
     """y = exp(x);  gx = gy * y"""
+    new_grads = True
     reads_inputs = False
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
@@ -560,6 +575,7 @@ def exp(x):
 
 class Log(Function):
     """y = log(x);  gx = gy / x"""
+    new_grads = True
     def forward(self, x):
         self.x = x
         return backend.get_array_module(x).log(x)
@@ -576,6 +592,7 @@ def log(x):
 
 class MatMul(Function):
     """y = a @ b;  ga = gy @ b^T, gb = a^T @ gy (batch axes broadcast)"""
+    new_grads = True
     def forward(self, a, b):
         self.a, self.b = a, b
         return a @ b
@@ -659,6 +676,7 @@ def mean(x, axis=None, keepdims=False):
 
 class Max(Function):
     """y = max of x over axes;  gx = gy at the first maximum, 0 elsewhere (PyTorch's max(dim))"""
+    new_grads = True
     reads_inputs = False
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
@@ -757,6 +775,7 @@ def _is_basic_index(index):
 
 class GetItem(Function):
     """y = x[index];  gx = zeros with gy added at index (repeated indices add up)"""
+    new_grads = True
     reads_inputs = False
     def __init__(self, index):
         self.index = index
@@ -816,6 +835,7 @@ def getitem(x, index):
 
 class Cast(Function):
     """y = x as another dtype;  gx = gy cast back to x's dtype"""
+    new_grads = True
     reads_inputs = False
 
     def __init__(self, dtype):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from minitl import backend
 from minitl.autograd import Tensor, is_int
+from minitl.functional.loss import checked_labels
 
 np = backend.numpy_host  # data is made and kept on the host; batches move to the device
 
@@ -267,6 +268,8 @@ class DataLoader:
             i = int((y < 0).argmax())
             raise ValueError(f"DataLoader: label {int(y[i])} at position {i} is negative; "
                              f"labels are class indices 0, 1, ...")
+        # Labels checked here need no check on the device in cross_entropy (see checked_labels).
+        self.classes = int(y.max()) + 1 if backend.is_integer(y.dtype) else None
         device = backend.device_for(device, x)
         self.x, self.y = backend.to_device(x, device), backend.to_device(y, device)
         self.batch_size, self.shuffle = int(batch_size), shuffle
@@ -277,10 +280,9 @@ class DataLoader:
 
     def __iter__(self):
         n = len(self.y)
-        order = self.rng.permutation(n) if self.shuffle else None
+        # The epoch's order goes to the device once, not a slice of it per batch.
+        order = backend.to_device(self.rng.permutation(n), backend.device_of(self.x)) if self.shuffle else None
         for start in range(0, n, self.batch_size):
-            if order is None:
-                idx = slice(start, start + self.batch_size)
-            else:
-                idx = backend.to_device(order[start:start + self.batch_size], backend.device_of(self.x))
-            yield Tensor._make(self.x[idx]), Tensor._make(self.y[idx])
+            idx = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
+            x, y = Tensor._make(self.x[idx]), self.y[idx]
+            yield x, Tensor._make(y) if self.classes is None else checked_labels(y, self.classes)

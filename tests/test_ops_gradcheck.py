@@ -53,3 +53,39 @@ def test_batch_norm_needs_a_random_upstream_gradient(device, monkeypatch):
     assert np.abs(mt.backend.to_host(x.grad)).max() < 1e-12   # the all-ones check cannot tell
     with pytest.raises(mt.GradcheckError):
         mt.gradcheck(bn, [x])
+
+
+@pytest.mark.parametrize("spec", OP_SPECS, ids=lambda s: s.name)
+def test_ops_that_promise_new_gradients_return_arrays_nobody_else_holds(spec, device):
+    """An op with new_grads = True has its gradients kept as leaves' .grad without a copy: each must be
+    a new array, no view of the upstream gradient, and no two of them the same memory."""
+    from minitl import backend
+    from minitl.autograd import graph_order
+    inputs = make_inputs(spec, np.random.default_rng(0), device=device)
+    out = spec.fn(*inputs, **spec.params)
+    for t in graph_order(out):
+        fn = t._creator
+        if fn is None or not fn.new_grads:
+            continue
+        xp = backend.get_array_module(t.data)
+        gy = xp.asarray(backend.to_device(np.random.default_rng(1).standard_normal(t.shape), t.device))
+        got = fn.backward(gy)
+        grads = [g for g in (got if isinstance(got, tuple) else (got,)) if g is not None]
+        for i, g in enumerate(grads):
+            assert not xp.shares_memory(g, gy), f"{type(fn).__name__}: gradient {i} is a view of gy"
+            for j in range(i):
+                assert not xp.shares_memory(g, grads[j]), f"{type(fn).__name__}: gradients {j} and {i} share memory"
+
+
+def test_a_leaf_keeps_a_new_gradient_and_gets_a_copy_of_a_shared_one():
+    """x * x sums two new arrays; a + a hands the same gy to both sides: either way each leaf's .grad is
+    its own and accumulates correctly over two backwards."""
+    for make in (lambda a, b: (a * b).sum(), lambda a, b: (a + b).sum(), lambda a, b: (a + a * b).sum()):
+        a = mt.tensor(np.arange(3.0), requires_grad=True)
+        b = mt.tensor(np.ones(3) * 2, requires_grad=True)
+        for _ in range(2):
+            make(a, b).backward()
+        expected = [a.grad.copy(), b.grad.copy()]
+        a.grad += 100  # a's gradient is its own: b's does not move
+        np.testing.assert_array_equal(b.grad, expected[1])
+        assert not np.shares_memory(a.grad, b.grad)

@@ -6,6 +6,7 @@ from minitl.autograd import Function, Tensor, require_tensor
 
 class ReLUFunction(Function):
     """y = max(x, 0);  gx = gy * (x > 0)"""
+    new_grads = True
     reads_inputs = False
     def forward(self, x):
         self.y = backend.get_array_module(x).maximum(x, 0, out=backend.empty_like(x, any(self.needs_grad)))
@@ -21,6 +22,7 @@ def relu(x):
 
 class Softmax(Function):
     """y = exp(x - max x) / sum exp(x - max x) over the last axis;  gx = y * (gy - sum(gy * y))"""
+    new_grads = True
     reads_inputs = False
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -45,6 +47,7 @@ def logsumexp(x):
 
 class LogSoftmax(Function):
     """y = x - logsumexp(x) over the last axis;  gx = gy - softmax(x) * sum(gy)"""
+    new_grads = True
     reads_inputs = False
     def forward(self, x):
         y = x - logsumexp(x)

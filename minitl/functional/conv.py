@@ -106,6 +106,7 @@ def col2im(col, x_shape, kh, kw, stride, padding, reuse=False):
 
 class Conv2dFunction(Function):
     """y = W_mat @ im2col(x) + b;  gW = gy_mat @ col^T, gx = col2im(W_mat^T @ gy_mat), gb = sum of gy"""
+    new_grads = True
     def __init__(self, stride, padding):
         self.stride, self.padding = stride, padding
 
@@ -185,6 +186,7 @@ def _windows(kh, kw, stride, oh, ow):
 
 class MaxPool2dFunction(Function):
     """y = max over each window;  gx = gy sent to the first maximum of its window (PyTorch's rule)"""
+    new_grads = True
     reads_inputs = False
     def __init__(self, kernel, stride):
         self.kernel, self.stride = kernel, stride
@@ -234,6 +236,7 @@ class MaxPool2dFunction(Function):
 
 class AvgPool2dFunction(Function):
     """y = mean over each window;  gx = gy / (kh*kw) added to every pixel of its window"""
+    new_grads = True
     reads_inputs = False
     def __init__(self, kernel, stride):
         self.kernel, self.stride = kernel, stride

@@ -16,6 +16,7 @@ def check_float_input(x, op):
 
 class LinearFunction(Function):
     """y = x @ W^T + b;  gx = gy @ W, gW = gy^T @ x, gb = sum of gy over rows"""
+    new_grads = True
     def forward(self, x, w, *b):
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])  # leading axes act as one batch axis

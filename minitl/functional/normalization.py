@@ -14,6 +14,7 @@ class BatchNormFunction(Function):
     """y = xhat * w + b with xhat = (x - mean) / sqrt(var + eps), mean and var per channel over the batch;
     training: gx = w / (m sqrt(var + eps)) * (m gy - sum(gy) - xhat * sum(gy * xhat)), m values per channel;
     eval (fixed statistics): gx = gy * w / sqrt(var + eps);  gw = sum(gy * xhat), gb = sum(gy)"""
+    new_grads = True
 
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.running_mean, self.running_var = running_mean, running_var
