@@ -144,6 +144,11 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
     cells = [(method, k) for method in methods for k in ks]
     runs = [(method, k, seed) for method, k in cells for seed in range(seeds)]
     _RUN.update(source=source, data=data, cache=cache, budgets=budgets, device=device)
+    if device == "cuda":  # untimed: the first call of each kernel compiles it, which is no method's time
+        warm_up = k_shot(data.target_pool, 2, seeds)  # a split no cell of the table uses
+        for method in methods:
+            transfer.run_method(method, source, data, warm_up, cache,
+                                dataclasses.replace(budgets[method], steps=2, epochs=0, max_steps=0), 0, device)
     log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}")
     results = iter(parallel.map_runs(_one_run, runs, jobs))
     for done, (method, k) in enumerate(cells, start=1):
