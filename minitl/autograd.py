@@ -411,7 +411,9 @@ def check_compatible(op, *tensors):
     A NumPy scalar (a lifted Python number) goes with any device."""
     for i, t in enumerate(tensors):
         require_tensor(t, op, f"argument {i}")
-    devices = {t.device for t in tensors if not backend.is_scalar(t.data)}
+    # Arrays of one type are on one device (every call of a training step): the closer look is for the rest.
+    one_type = len({type(t.data) for t in tensors}) == 1
+    devices = () if one_type else {t.device for t in tensors if not backend.is_scalar(t.data)}
     if len(devices) > 1:
         raise ValueError(f"{op}: tensors are on different devices ({' and '.join(sorted(devices))}); "
                          f"move them to one with .to(device)")
