@@ -1,10 +1,11 @@
 """Time the training steps of commit REV and of the working tree, interleaved in one run.
 
-    python -m benchmarks.against REV [--rounds 5] [--repeat 20] [--steps lenet-sgd-64 ...]
+    python -m benchmarks.against REV [NEW] [--rounds 5] [--repeat 20] [--steps lenet-sgd-64 ...]
 
 Run it before committing any change to an op, the engine, a layer or an optimizer, and quote
-its table in the commit message. REV's `minitl/` is unpacked into a temporary folder (git
-archive: nothing in the checkout changes), and every step (benchmarks/steps.py: the README's
+its table in the commit message. NEW, when given, is a second commit to time instead of the
+working tree (to find which commit moved a number). A commit's `minitl/` is unpacked into a
+temporary folder (git archive: nothing in the checkout changes), and every step (benchmarks/steps.py: the README's
 loop, nothing else called) runs in a fresh process per tree, per round, the two trees
 alternating, so that load on this shared machine hits both alike. A step's time is the best of
 its rounds' medians. Any step more than 5% slower than at REV is flagged, and the exit code is 1.
@@ -41,26 +42,32 @@ def unpack(rev, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rev", help="the commit to compare with (a hash, a branch, HEAD~1, ...)")
+    parser.add_argument("new", nargs="?", help="a commit to time instead of the working tree")
     parser.add_argument("--rounds", type=int, default=5, help="fresh processes per step and tree (default 5)")
     parser.add_argument("--repeat", type=int, default=20, help="timed steps per process (default 20)")
     parser.add_argument("--steps", nargs="+", default=DEFAULT_STEPS, choices=sorted(STEPS), metavar="STEP",
                         help=f"which steps (default: {' '.join(DEFAULT_STEPS)}; all: {' '.join(STEPS)})")
     parser.add_argument("--threshold", type=float, default=0.05, help="flag a step slower by more than this")
+    parser.add_argument("--out", default=None, help="folder for the results JSON (default benchmarks/results)")
     args = parser.parse_args()
     for name in ("rounds", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not args.threshold >= 0:
         parser.error(f"--threshold must be a number >= 0, got {args.threshold}")
-    with tempfile.TemporaryDirectory(prefix="minitl-against-") as old_tree:
+    new_name = f"at {args.new}" if args.new else "working tree"
+    with tempfile.TemporaryDirectory(prefix="minitl-against-") as old_tree, \
+            tempfile.TemporaryDirectory(prefix="minitl-against-") as new_tree:
         commit = unpack(args.rev, old_tree)
-        trees = {f"at {args.rev}": ("minitl", old_tree), "working tree": ("minitl", ROOT)}
-        print(f"the training steps at {args.rev} ({commit[:12]}) and in the working tree, {args.rounds} rounds "
-              f"of {args.repeat} steps, one process per step and tree, alternating")
+        new_commit = unpack(args.new, new_tree) if args.new else None
+        trees = {f"at {args.rev}": ("minitl", old_tree), new_name: ("minitl", new_tree if args.new else ROOT)}
+        print(f"the training steps at {args.rev} ({commit[:12]}) and {new_name}"
+              f"{f' ({new_commit[:12]})' if new_commit else ''}, {args.rounds} rounds of {args.repeat} steps, "
+              f"one process per step and tree, alternating")
         environment = print_environment()
         times = interleaved(trees, args.steps, args.rounds, args.repeat)
-    old, new = times[f"at {args.rev}"], times["working tree"]
-    print(f"\n{'step':<22} {'at ' + args.rev[:10]:>13} {'working tree':>13} {'new / old':>10}  "
+    old, new = times[f"at {args.rev}"], times[new_name]
+    print(f"\n{'step':<22} {'at ' + args.rev[:10]:>13} {new_name[:13]:>13} {'new / old':>10}  "
           f"{'faults/step old, new':>21}")
     slower, rows = [], {}
     for step in args.steps:
@@ -71,8 +78,8 @@ def main():
         print(f"{step:<22} {old[step]['median'] * 1e3:10.2f} ms {new[step]['median'] * 1e3:10.2f} ms "
               f"{ratio:9.2f}x  {old[step]['faults_per_step']:9.0f} {new[step]['faults_per_step']:9.0f}{flag}")
         rows[step] = {"old": old[step], "new": new[step], "new_over_old": ratio}
-    path = write_results("against", {"rev": args.rev, "commit": commit, "rounds": args.rounds,
-                                     "repeat": args.repeat, "environment": environment, "steps": rows})
+    path = write_results("against", {"rev": args.rev, "commit": commit, "new": new_commit, "rounds": args.rounds,
+                                     "repeat": args.repeat, "environment": environment, "steps": rows}, args.out)
     print(f"\n{'no step' if not slower else ', '.join(slower)} more than {args.threshold:.0%} slower than at "
           f"{args.rev}; results: {path}")
     sys.exit(1 if slower else 0)

@@ -85,7 +85,7 @@ def run_steps(framework, tree, steps, repeat, threads=None, setup="default"):
         {"steps": steps, "repeat": repeat, "threads": threads, "setup": setup})], capture_output=True, text=True,
         env=env)
     if done.returncode != 0:
-        if "No module named" in done.stderr:
+        if framework != "minitl" and "No module named" in done.stderr:  # a peer that is not installed
             return None
         raise RuntimeError(f"the {framework} steps failed in {tree}:\n{done.stderr.strip()}")
     result = json.loads(done.stdout)
