@@ -6,7 +6,9 @@
 2. forward+backward of matmul, conv2d, max_pool2d and cross_entropy at batch 16 to 1024,
    each as a fraction of the limit that bounds it;
 3. the LeNet-style training step three ways (every layer, frozen backbone, head from
-   cached features), with PyTorch and DeZero as peers when installed (each in a process
+   cached features); on the CPU minitl and PyTorch run the README's loop (benchmarks/steps.py:
+   SGD with momentum) in fresh processes, interleaved; DeZero (plain SGD) and PyTorch CUDA
+   are peers when installed (each in a process
    of its own), and each figure next to its target;
 4. --crossover: the batch size at which CuPy overtakes NumPy for the training step;
 5. array ops per TransferCNN training step on the GPU path (benchmarks/count_ops.py): the
@@ -14,14 +16,26 @@
 """
 
 import argparse
+import os
 
 import minitl as mt
 import minitl.functional as F
-from benchmarks.common import device_sync, lenet_step, matmul_gflops, run_peer, timeit, verdict, write_results
+from benchmarks.common import (
+    device_sync,
+    interleaved,
+    lenet_step,
+    matmul_gflops,
+    run_peer,
+    timeit,
+    verdict,
+    write_results,
+)
 from benchmarks.count_ops import counts_in_subprocess, print_counts
 from minitl import backend
 
 BATCHES = (16, 64, 256, 1024)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUNDS = 3  # CPU steps: fresh processes per framework, interleaved; the best round's median
 CONV_SHAPES = [(16, 32, 14), (32, 64, 7), (64, 64, 16)]  # Cin >= 16: where the products should dominate
 
 
@@ -81,18 +95,25 @@ def bench_device(device, batches, repeat, results):
             results[device]["ops"].append(dict(op=name, n=n, seconds=t, fraction_of_limit=frac))
 
     print("\ntraining step, images/s")
-    peers = {}
-    if device == "cpu":
-        peers["torch"] = run_peer("torch", "step", batches=list(batches), repeat=repeat)
-        peers["torch_frozen"] = run_peer("torch", "step", batches=list(batches), repeat=repeat, frozen=True)
+    peers, timed = {}, None
+    if device == "cpu":  # minitl and PyTorch in fresh processes, interleaved (benchmarks/steps.py, the README loop)
+        names = [f"lenet-{mode}-{n}" for n in batches for mode in ("sgd", "frozen", "cached")]
+        timed = interleaved({"minitl": ("minitl", ROOT), "torch": ("torch", ROOT)}, names, ROUNDS, repeat)
         peers["dezero"] = run_peer("dezero", "step", batches=list(batches), repeat=max(3, repeat // 3))
     else:
         peers["torch"] = run_peer("torch", "step", batches=list(batches), repeat=repeat, device="cuda")
     print(f"{'N':>5} {'full':>9} {'frozen':>9} {'cached':>9} {'cached/frozen':>14} {'vs torch':>9} "
           f"{'frozen vs torch':>16} {'vs DeZero':>10}")
     for i, n in enumerate(batches):
-        t = {mode: timeit(lenet_step(n, device, mode), device_sync(device), repeat=repeat)[0]
-             for mode in ("full", "frozen", "cached")}
+        if timed:
+            seconds = lambda who, mode: timed[who] and timed[who][f"lenet-{mode}-{n}"]["median"]
+            t = {"full": seconds("minitl", "sgd"), "frozen": seconds("minitl", "frozen"),
+                 "cached": seconds("minitl", "cached")}
+            peers["torch"] = {"seconds": {i: seconds("torch", "sgd")}} if timed["torch"] else None
+            peers["torch_frozen"] = {"seconds": {i: seconds("torch", "frozen")}} if timed["torch"] else None
+        else:
+            t = {mode: timeit(lenet_step(n, device, mode), device_sync(device), repeat=repeat)[0]
+                 for mode in ("full", "frozen", "cached")}
         ratio = lambda peer: peers.get(peer) and peers[peer]["seconds"][i] / t["frozen" if "frozen" in peer else "full"]
         vs_torch, vs_torch_frozen, vs_dezero = ratio("torch"), ratio("torch_frozen"), ratio("dezero")
         fmt = lambda r: "-" if r is None else f"{r:.2f}x"
@@ -113,10 +134,12 @@ def targets(results, batches):
     if cpu:
         for n in batches:
             s = cpu["steps"][n]
-            rows.append((f"cpu step vs PyTorch CPU, batch {n}", s["vs_torch"], 0.8))
+            if n in (64, 256):  # the user's script at the batch sizes it runs
+                rows.append((f"cpu step vs PyTorch CPU, batch {n}", s["vs_torch"], 0.8))
             rows.append((f"cpu frozen step vs PyTorch's frozen step, batch {n}", s["vs_torch_frozen"], 1.2))
             rows.append((f"cpu step vs DeZero, batch {n}", s["vs_dezero"], 2.5))
-            rows.append((f"cpu head from cache vs frozen step, batch {n}", s["cached_over_frozen"], 20))
+            if n == 16:
+                rows.append((f"cpu head from cache vs frozen step, batch {n}", s["cached_over_frozen"], 20))
     gpu = results.get("cuda")
     if gpu:
         if cpu and 256 in gpu["steps"] and 256 in cpu["steps"]:

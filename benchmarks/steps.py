@@ -24,12 +24,9 @@ import numpy as np
 # 1x28x28 -> conv16-relu-pool -> conv32-relu-pool -> linear 10. The TransferCNN is what every
 # fine-tuning recipe runs (1x16x16, conv16-relu-pool, conv32-relu-pool, linear 64-relu, linear 5).
 STEPS = {
-    "lenet-sgd-64": ("lenet", 64, "sgd", "all"),
-    "lenet-sgd-256": ("lenet", 256, "sgd", "all"),
-    "lenet-frozen-16": ("lenet", 16, "sgd", "head"),
-    "lenet-frozen-64": ("lenet", 64, "sgd", "head"),
-    "lenet-frozen-256": ("lenet", 256, "sgd", "head"),
-    "lenet-cached-16": ("lenet", 16, "sgd", "cached"),
+    **{f"lenet-sgd-{n}": ("lenet", n, "sgd", "all") for n in (16, 64, 256, 1024)},
+    **{f"lenet-frozen-{n}": ("lenet", n, "sgd", "head") for n in (16, 64, 256, 1024)},
+    **{f"lenet-cached-{n}": ("lenet", n, "sgd", "cached") for n in (16, 64, 256, 1024)},
     "transfercnn-adam-32": ("transfercnn", 32, "adam", "all"),
     "transfercnn-adam-256": ("transfercnn", 256, "adam", "all"),
     "mlp-sgd-128": ("mlp", 128, "sgd", "all"),
