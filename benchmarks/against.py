@@ -5,10 +5,11 @@
 Run it before committing any change to an op, the engine, a layer or an optimizer, and quote
 its table in the commit message. NEW, when given, is a second commit to time instead of the
 working tree (to find which commit moved a number). A commit's `minitl/` is unpacked into a
-temporary folder (git archive: nothing in the checkout changes), and every step (benchmarks/steps.py: the README's
-loop, nothing else called) runs in a fresh process per tree, per round, the two trees
-alternating, so that load on this shared machine hits both alike. A step's time is the best of
-its rounds' medians. Any step more than 5% slower than at REV is flagged, and the exit code is 1.
+temporary folder (git archive: nothing in the checkout changes), and every step
+(benchmarks/steps.py: the README's loop, nothing else called) runs in a fresh process per tree,
+per round, the two trees alternating, so that load on this shared machine hits both alike. A
+step's time shown is the best of its rounds' medians; the ratio is the median over rounds of the
+ratio within each round. A step more than 5% slower than at REV is flagged, and the exit code is 1.
 """
 
 import argparse
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.common import interleaved, print_environment, write_results
+from benchmarks.common import interleaved, paired_ratio, print_environment, write_results
 from benchmarks.steps import STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +72,7 @@ def main():
           f"{'faults/step old, new':>21}")
     slower, rows = [], {}
     for step in args.steps:
-        ratio = new[step]["median"] / old[step]["median"]
+        ratio = paired_ratio(new[step], old[step])
         flag = "  SLOWER" if ratio > 1 + args.threshold else ""
         if flag:
             slower.append(step)

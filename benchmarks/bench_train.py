@@ -25,6 +25,7 @@ from benchmarks.common import (
     interleaved,
     lenet_step,
     matmul_gflops,
+    paired_ratio,
     run_peer,
     timeit,
     verdict,
@@ -105,12 +106,14 @@ def bench_device(device, batches, repeat, results):
     print(f"{'N':>5} {'full':>9} {'frozen':>9} {'cached':>9} {'cached/frozen':>14} {'vs torch':>9} "
           f"{'frozen vs torch':>16} {'vs DeZero':>10}")
     for i, n in enumerate(batches):
-        if timed:
-            seconds = lambda who, mode: timed[who] and timed[who][f"lenet-{mode}-{n}"]["median"]
-            t = {"full": seconds("minitl", "sgd"), "frozen": seconds("minitl", "frozen"),
-                 "cached": seconds("minitl", "cached")}
-            peers["torch"] = {"seconds": {i: seconds("torch", "sgd")}} if timed["torch"] else None
-            peers["torch_frozen"] = {"seconds": {i: seconds("torch", "frozen")}} if timed["torch"] else None
+        if timed:  # PyTorch's time as minitl's times the ratio within each round (paired_ratio)
+            step = lambda who, mode: timed[who][f"lenet-{mode}-{n}"]
+            t = {"full": step("minitl", "sgd")["median"], "frozen": step("minitl", "frozen")["median"],
+                 "cached": step("minitl", "cached")["median"]}
+            if timed["torch"]:
+                ratio = lambda mode: paired_ratio(step("torch", mode), step("minitl", mode))
+                peers["torch"] = {"seconds": {i: t["full"] * ratio("sgd")}}
+                peers["torch_frozen"] = {"seconds": {i: t["frozen"] * ratio("frozen")}}
         else:
             t = {mode: timeit(lenet_step(n, device, mode), device_sync(device), repeat=repeat)[0]
                  for mode in ("full", "frozen", "cached")}

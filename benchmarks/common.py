@@ -98,7 +98,8 @@ def interleaved(runs, steps, rounds, repeat, threads=None):
     """Time every step for every run (label -> (framework, tree[, setup])): one fresh process per step, run
     and round, the runs alternating (and their order flipping each round) so that load hits all
     alike. Per run and step: the best of the rounds' medians, the best single step, the median of
-    the page faults per step, the BLAS each process ran with; a run whose framework is missing is None."""
+    the page faults per step, the BLAS each process ran with, and each round's median (for
+    paired_ratio); a run whose framework is missing is None."""
     seen = {label: {step: [] for step in steps} for label in runs}
     missing = set()
     for r in range(rounds):
@@ -128,6 +129,12 @@ def interleaved(runs, steps, rounds, repeat, threads=None):
                              "version": obs[0]["version"]}
                       for step, obs in seen[label].items()}
     return out
+
+
+def paired_ratio(a, b):
+    """a's time over b's for one step of `interleaved`, as the median over rounds of the ratio within
+    each round: the two ran next to each other, so load that comes and goes cancels out."""
+    return statistics.median(x / y for x, y in zip(a["rounds"], b["rounds"]))
 
 
 def write_results(name, results, folder=None):

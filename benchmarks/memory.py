@@ -13,7 +13,7 @@ way and round (benchmarks/steps.py); a step's time is the best of its rounds' me
 import argparse
 import os
 
-from benchmarks.common import interleaved, print_environment, write_results
+from benchmarks.common import interleaved, paired_ratio, print_environment, write_results
 from benchmarks.steps import SETUPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +33,8 @@ def main():
     times = interleaved(runs, STEPS, args.rounds, args.repeat)
     print(f"\n{'step':<22}" + "".join(f"{s:>16}" for s in SETUPS) + "   faults/step, " + ", ".join(SETUPS))
     for step in STEPS:
-        base = times["default"][step]["median"]
-        cells = "".join(f"{times[s][step]['median'] * 1e3:8.2f} ms {times[s][step]['median'] / base:4.2f}x"
+        base = times["default"][step]
+        cells = "".join(f"{times[s][step]['median'] * 1e3:8.2f} ms {paired_ratio(times[s][step], base):4.2f}x"
                         for s in SETUPS)
         faults = ", ".join(f"{times[s][step]['faults_per_step']:.0f}" for s in SETUPS)
         print(f"{step:<22}{cells}   {faults}")
