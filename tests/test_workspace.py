@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import minitl as mt
 import minitl.functional as F
-from minitl import backend, nn
+from minitl import backend, nn, training
 
 
 def lenet():
@@ -38,15 +38,11 @@ def no_workspace(monkeypatch):
 
 
 def test_large_arrays_come_from_the_workspace_and_are_reused():
-    model, opt = lenet(), None
+    model = lenet()
     opt = mt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     sizes = []
     for step in range(4):
-        x, y = batch(step)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        training.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, *batch(step))
         sizes.append(backend.workspace_bytes())
     assert sizes[0] > 1_000_000, "a LeNet step at batch 32 makes megabytes of large temporaries"
     assert sizes[1] == sizes[2] == sizes[3], f"the workspace kept growing: {sizes}"
