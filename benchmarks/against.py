@@ -56,18 +56,20 @@ def main():
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not args.threshold >= 0:
         parser.error(f"--threshold must be a number >= 0, got {args.threshold}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out must be a folder, {args.out!r} is a file")
     new_name = f"at {args.new}" if args.new else "working tree"
     with tempfile.TemporaryDirectory(prefix="minitl-against-") as old_tree, \
             tempfile.TemporaryDirectory(prefix="minitl-against-") as new_tree:
         commit = unpack(args.rev, old_tree)
         new_commit = unpack(args.new, new_tree) if args.new else None
-        trees = {f"at {args.rev}": ("minitl", old_tree), new_name: ("minitl", new_tree if args.new else ROOT)}
+        trees = {"old": ("minitl", old_tree), "new": ("minitl", new_tree if args.new else ROOT)}
         print(f"the training steps at {args.rev} ({commit[:12]}) and {new_name}"
               f"{f' ({new_commit[:12]})' if new_commit else ''}, {args.rounds} rounds of {args.repeat} steps, "
               f"one process per step and tree, alternating")
         environment = print_environment()
         times = interleaved(trees, args.steps, args.rounds, args.repeat)
-    old, new = times[f"at {args.rev}"], times[new_name]
+    old, new = times["old"], times["new"]
     print(f"\n{'step':<22} {'at ' + args.rev[:10]:>13} {new_name[:13]:>13} {'new / old':>10}  "
           f"{'faults/step old, new':>21}")
     slower, rows = [], {}

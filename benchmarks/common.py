@@ -89,8 +89,11 @@ def run_steps(framework, tree, steps, repeat, threads=None, setup="default"):
             return None
         raise RuntimeError(f"the {framework} steps failed in {tree}:\n{done.stderr.strip()}")
     result = json.loads(done.stdout)
-    if framework == "minitl" and not os.path.realpath(result["file"]).startswith(os.path.realpath(tree) + os.sep):
-        raise RuntimeError(f"the steps imported minitl from {result['file']}, not from {tree}")
+    if framework == "minitl":  # a module that REV lacks would be found in the installed tree instead
+        inside = os.path.realpath(tree) + os.sep
+        stray = [f for f in [result["file"]] + result.get("modules", []) if not os.path.realpath(f).startswith(inside)]
+        if stray:
+            raise RuntimeError(f"the steps imported minitl from {stray[0]}, not from {tree}")
     return result
 
 

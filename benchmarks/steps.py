@@ -143,6 +143,9 @@ def main(framework, args):
         step, out["version"] = build(framework, name)
         median, best, faults = time_step(step, args.get("repeat", 20))
         out["steps"][name] = {"median": median, "best": best, "faults_per_step": faults}
+    # Every minitl module that ran, so the caller can check that none came from another tree.
+    out["modules"] = sorted(m.__file__ for name, m in list(sys.modules.items())
+                            if (name == "minitl" or name.startswith("minitl.")) and getattr(m, "__file__", None))
     print(json.dumps(out))
 
 

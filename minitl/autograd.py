@@ -341,9 +341,8 @@ def _run_backward(root, grad, retain_graph=False):
         if gy is None:
             continue
         if t._creator is None or t._retain_grad:
-            # .grad is the leaf's alone (a copy, unless nothing else holds gy), so += into it is safe
             if t.grad is None:
-                t.grad = gy if t._creator is None and id(t) in owned else gy.copy()
+                t.grad = _own_gradient(t, gy, t._creator is None and id(t) in owned)
             else:
                 t.grad += gy
         if t._creator is None:
@@ -365,6 +364,16 @@ def _run_backward(root, grad, retain_graph=False):
                     owned.add(id(x))
         if not retain_graph:
             fn.release()  # its saved arrays (im2col columns and all) are freed now, not at the next step
+
+
+def _own_gradient(t, gy, owned):
+    """gy as t's .grad: t's alone (so += into it is safe) and laid out like t's data, as in PyTorch.
+    A new array that nothing else holds, already in t's layout, is kept as it is; else it is copied."""
+    if owned and gy.strides == t.data.strides:
+        return gy
+    g = backend.get_array_module(gy).empty_like(t.data, dtype=gy.dtype)  # t's layout ("K" order)
+    g[...] = gy
+    return g
 
 
 def unbroadcast(g, shape):

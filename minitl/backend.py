@@ -283,7 +283,7 @@ def empty(shape, dtype, xp, reuse):
         return xp.empty(shape, dtype)
     global _workspace_bytes
     with _workspace_lock:
-        buffers = _workspace.setdefault(nbytes, [])
+        buffers = _workspace.get(nbytes, [])
         for i in reversed(range(len(buffers))):  # the most recently used first: likelier to be in the cache
             if not _in_use(buffers, i):
                 buffers.append(buffers.pop(i))
@@ -292,6 +292,7 @@ def empty(shape, dtype, xp, reuse):
             _drop_unused(_workspace_bytes + nbytes - WORKSPACE_MAX_BYTES)
         if _workspace_bytes + nbytes > WORKSPACE_MAX_BYTES:  # everything held is in use: don't keep this one
             return numpy.empty(shape, dtype)
+        buffers = _workspace.setdefault(nbytes, [])  # after dropping, which may have removed this size
         buffers.append(numpy.empty(nbytes, numpy.uint8))
         _workspace_bytes += nbytes
         return buffers[-1].view(dtype).reshape(shape)

@@ -271,7 +271,8 @@ class DataLoader:
         # Labels checked here need no check on the device in cross_entropy (see checked_labels).
         self.classes = int(y.max()) + 1 if backend.is_integer(y.dtype) else None
         device = backend.device_for(device, x)
-        self.x, self.y = backend.to_device(x, device), backend.to_device(y, device)
+        # The labels are copied: a change to the caller's array after this check must not reach the batches.
+        self.x, self.y = backend.to_device(x, device), backend.to_device(y, device).copy()
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self.rng = np.random.default_rng(seed)
 

@@ -25,6 +25,7 @@ def in_git_checkout():
     (["HEAD", "--repeat", "-3"], "--repeat must be >= 1"),
     (["HEAD", "--threshold", "nan"], "--threshold must be a number >= 0"),
     (["HEAD", "--steps", "lenet-sgd-7"], "invalid choice"),
+    (["HEAD", "--out", __file__], "--out must be a folder"),
 ])
 def test_against_refuses_bad_options(args, message):
     if not in_git_checkout():
@@ -54,3 +55,10 @@ def test_the_steps_worker_imports_minitl_from_the_tree_it_is_given(tmp_path):
     assert result["file"].startswith(os.path.join(ROOT, "minitl"))
     with pytest.raises(RuntimeError, match="failed in|not from"):
         run_steps("minitl", str(tmp_path), ["mlp-sgd-128"], repeat=1)  # no minitl there
+    if not in_git_checkout():
+        return
+    # An older tree without one of today's modules: it must not be taken from the installed tree.
+    subprocess.run(f"git archive HEAD minitl | tar -x -C {tmp_path}", shell=True, cwd=ROOT, check=True)
+    os.remove(tmp_path / "minitl" / "optim.py")
+    with pytest.raises(RuntimeError, match="failed in|not from"):
+        run_steps("minitl", str(tmp_path), ["mlp-sgd-128"], repeat=1)

@@ -90,3 +90,11 @@ def test_dataloader_covers_every_example_once_per_epoch_in_a_seeded_order(device
 def test_dataloader_bad_input():
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         data.DataLoader(np.zeros((3, 1)), np.zeros(2), 2)
+
+
+def test_the_dataloader_keeps_its_own_copy_of_the_labels_it_checked(device):
+    y = np.array([0, 1, 2, 1])
+    loader = data.DataLoader(np.zeros((4, 2), dtype=np.float32), y, 4, device=device)
+    y[0] = -5  # after the check: the loader's batches must not see it
+    _, labels = next(iter(loader))
+    assert mt.backend.to_host(labels.data).tolist() == [0, 1, 2, 1]

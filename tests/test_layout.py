@@ -80,3 +80,19 @@ def test_pooling_takes_a_gradient_of_any_layout(device):
             pool(x, 2).backward(mt.tensor(g, device=device))
             grads.append(mt.backend.to_host(x.grad))
         np.testing.assert_array_equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("make", [lenet, transfer_cnn(), transfer_cnn("batch")], ids=["lenet", "transfercnn",
+                                                                                     "transfercnn-batchnorm"])
+def test_every_leaf_gradient_is_laid_out_like_its_tensor(make, device):
+    """As in PyTorch, .grad has its tensor's layout (a flattened view of it is a view, and writes through
+    it land), however the backward produced it (conv's weight gradient comes out transposed, an input's
+    gradient as a (C, H, W, N) slice of a padded buffer)."""
+    mt.manual_seed(0)
+    model, shape = make()
+    model.to(device)
+    x = mt.tensor(np.random.default_rng(0).random((6,) + shape, dtype=np.float32), device=device,
+                  requires_grad=True)
+    F.cross_entropy(model(x), np.arange(6) % 3).backward()
+    for name, t in list(model.named_parameters()) + [("input", x)]:
+        assert t.grad.strides == t.data.strides, f"{name}: .grad strides {t.grad.strides}, data {t.data.strides}"

@@ -148,3 +148,16 @@ def test_free_workspace_gives_back_what_nothing_uses():
     assert backend.workspace_bytes() > before
     left = backend.free_workspace()
     assert left <= before, f"{left - before} bytes still held after every graph was freed"
+
+
+def test_the_workspace_counts_exactly_what_it_holds(monkeypatch):
+    """A size dropped to make room for itself must still be held and counted (it once went missing
+    from the books, and the count only grew until reuse stopped)."""
+    monkeypatch.setattr(backend, "WORKSPACE_MAX_BYTES", 10 * 2**20)
+    backend.free_workspace()
+    for mib in (6, 7, 6, 3, 7):
+        a = backend.empty((mib * 2**18,), np.float32, np, reuse=True)
+        del a
+        held = sum(nbytes * len(buffers) for nbytes, buffers in backend._workspace.items())
+        assert backend.workspace_bytes() == held <= 10 * 2**20
+    assert backend.free_workspace() == 0
