@@ -9,7 +9,8 @@ What to look for: every op of minitl passes; a backward that forgets to multiply
 the upstream gradient passes a check with an all-ones upstream gradient (the mistake
 is invisible there) but fails minitl's check, which names the input, the index and
 both values. Batch normalisation shows why: with sum() as the loss its input gradient
-is exactly zero, whatever its backward does.
+is exactly zero, whatever its backward does. Last, an op of your own, property-tested:
+Hypothesis finds a broken backward and shrinks it to one element.
 """
 
 # %%
@@ -98,6 +99,41 @@ print(f"batch norm, sum() as the loss: largest input gradient {flat:.1e}")
 bn_ok = mt.gradcheck(lambda t: F.batch_norm(t, None, None, training=True), [xb])
 rows.append(["batch_norm, random upstream", "(4, 3)", "pass" if bn_ok else "FAIL", ""])
 
+# %% [markdown]
+# ## 5. Your own op, property-tested
+#
+# A check on one hand-made input tests one case. `minitl.testing.check_op` lets Hypothesis
+# draw the shapes and the values (kept away from the kink at 0 with `domains="nonzero"`),
+# runs gradcheck on each example, and when one fails it shrinks it to the smallest example
+# that still fails. Here is a leaky ReLU with a mistake in its backward: the slope of the
+# negative side is forgotten, so those elements get no gradient at all.
+
+# %%
+from minitl.testing import check_op, shape  # noqa: E402  (needs Hypothesis: it comes with the lessons extra)
+
+SLOPE = 0.01
+
+
+class LeakyReLU(Function):
+    """y = x where x > 0, else SLOPE * x;  gx = gy where x > 0, else SLOPE * gy"""
+    def forward(self, x):
+        self.positive = x > 0
+        return mt.backend.get_array_module(x).where(self.positive, x, SLOPE * x)
+
+    def backward(self, gy):
+        return gy * self.positive  # the mistake: the negative side should get SLOPE * gy, not 0
+
+
+try:
+    check_op(lambda t: LeakyReLU()(t), shapes=shape(), domains="nonzero", on=[args.device])
+    leaky = "pass"
+except mt.GradcheckError as e:
+    leaky = "caught"
+    print("check_op says:", e)
+    print("the smallest example Hypothesis found that still fails:")
+    print("\n".join("  " + note for note in e.__notes__ if note.startswith("Draw")))
+rows.append(["LeakyReLU (forgets its slope), drawn", "drawn", leaky, ""])
+
 print()
 print(table(["op", "input shapes", "gradcheck", "ms"], rows))
 assert all(r[2] in ("pass", "caught") for r in rows), "a gradient check failed"
@@ -111,3 +147,7 @@ assert all(r[2] in ("pass", "caught") for r in rows), "a gradient check failed"
 #    `gy * 2.001 * self.x` (0.05% off) passes. A check has a resolution: here rtol=1e-3
 #    of the value plus atol=1e-5, PyTorch's tolerances.
 # 3. Run `python -m minitl check`: the same table, for every op on every device found.
+# 4. Fix `LeakyReLU.backward`: `return gy * mt.backend.get_array_module(gy).where(self.positive,
+#    1.0, SLOPE)`. check_op now passes its 50 drawn examples, and the row says "pass". Then set
+#    `domains="real"`: Hypothesis draws 0.0, where leaky ReLU has no derivative, and gradcheck
+#    fails there (the reason for domains).

@@ -351,9 +351,12 @@ def _run_backward(root, grad, retain_graph=False):
         gxs = fn.backward(gy)
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
-        for x, gx in zip(fn.inputs, gxs):
+        for i, (x, gx) in enumerate(zip(fn.inputs, gxs)):
             if gx is None or not x._requires_grad:
                 continue
+            if gx.shape != x.data.shape:  # a user's backward that forgot to undo a broadcast, say
+                raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of shape {tuple(gx.shape)} "
+                                   f"for input {i} of shape {x.shape}")
             # out of place: gx may be a view of gy, which belongs to someone else
             if id(x) in grads:
                 grads[id(x)] = grads[id(x)] + gx

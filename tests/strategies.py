@@ -1,13 +1,13 @@
-"""Hypothesis strategies: for each op kind in minitl.opspecs, draw (input shapes, params)."""
+"""Hypothesis strategies for the op table only: for each op kind in minitl.opspecs, draw (input
+shapes, params). What a learner's own op needs (shapes, broadcastable shapes, tensors of a
+domain) is public, in minitl.testing, and used from there."""
 
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+
+from minitl.testing import broadcastable_shapes, shape
 
 side = st.integers(1, 4)
-
-
-def shape(min_dims=1, max_dims=3):
-    return array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=4)
 
 
 @st.composite
@@ -22,8 +22,7 @@ def pow_(draw, spec):
 
 @st.composite
 def broadcast(draw, spec):
-    shapes = draw(mutually_broadcastable_shapes(num_shapes=2, max_dims=3, min_side=1, max_side=4))
-    return tuple(shapes.input_shapes), {}
+    return draw(broadcastable_shapes(2)), {}
 
 
 @st.composite
