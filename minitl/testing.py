@@ -52,20 +52,24 @@ def devices():
     return ["cpu"] + (["cuda"] if backend.cuda_status()[0] else [])
 
 
-def tensors(shape, domain="real", device="cpu", requires_grad=True):
+def tensors(shape, domain="real", device="cpu", requires_grad=True, low=None, high=None):
     """A strategy of float64 tensors of `shape` (a tuple, or a strategy of one) with values from
-    `domain` (see DOMAINS), on `device`, requiring grad."""
+    `domain` (see DOMAINS), or from [low, high] when both are given, on `device`, requiring grad."""
     if domain not in DOMAINS:
         raise ValueError(f"tensors: domain must be one of {sorted(DOMAINS)}, got {domain!r}")
+    if (low is None) != (high is None) or (low is not None and not low <= high):
+        raise ValueError(f"tensors: give both low and high, with low <= high, got {low!r} and {high!r}")
     shapes = shape if isinstance(shape, st.SearchStrategy) else st.just(_check_shape(shape, "tensors"))
-    return shapes.flatmap(lambda s: _arrays(s, domain)).map(
+    return shapes.flatmap(lambda s: _arrays(s, domain, low, high)).map(
         lambda a: Tensor(backend.to_device(a, device), requires_grad=requires_grad))
 
 
-def _arrays(s, domain):
-    if domain == "distinct":  # multiples of 0.1, each once: ties are impossible, and gaps far above eps
+def _arrays(s, domain, low=None, high=None):
+    if low is not None:
+        elements = st.floats(low, high, allow_nan=False, allow_infinity=False)
+    elif domain == "distinct":  # multiples of 0.1, each once: ties are impossible, and gaps far above eps
         return hnp.arrays("float64", s, elements=st.integers(-10_000, 10_000).map(lambda i: i / 10), unique=True)
-    if domain == "nonzero":
+    elif domain == "nonzero":
         elements = st.floats(0.1, 1.0) | st.floats(-1.0, -0.1)
     elif domain == "positive":
         elements = st.floats(0.5, 2.0)

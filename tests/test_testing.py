@@ -5,12 +5,13 @@ import re
 
 import numpy as np
 import pytest
-from conftest import DEVICES
+from conftest import DEVICES, host
+from hypothesis import given
 
 import minitl as mt
 from minitl import backend
 from minitl.autograd import Function, unbroadcast
-from minitl.testing import broadcastable_shapes, check_op, shape
+from minitl.testing import broadcastable_shapes, check_op, shape, tensors
 
 
 class Softplus(Function):
@@ -93,6 +94,14 @@ def test_kinks_are_kept_out_of_reach_and_domains_are_checked():
         check_op(lambda x: x, shapes=[(2,)], domains="small", on=["cpu"])
     with pytest.raises(ValueError, match="no device"):
         check_op(lambda x: x, shapes=[(2,)], on=[])
+
+
+@given(tensors(shape(max_dims=2), low=3.0, high=4.0))
+def test_tensors_draw_float64_values_in_the_range_asked_for(t):
+    assert t.dtype == mt.float64 and t.requires_grad
+    assert ((host(t) >= 3.0) & (host(t) <= 4.0)).all()
+    with pytest.raises(ValueError, match="give both low and high"):
+        tensors((2,), low=1.0)
 
 
 def test_without_hypothesis_the_import_names_the_extra(monkeypatch):
