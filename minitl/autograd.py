@@ -55,7 +55,13 @@ def _as_array(data, dtype=None, device=None):
     else:
         if isinstance(data, str) or data is None:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
-        array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
+        with backend.numpy_host.errstate(over="ignore"):  # an overflow is reported below, as an error
+            array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
+        if array.dtype.kind == "f" and not backend.numpy_host.isfinite(array).all() and \
+                backend.numpy_host.isfinite(backend.numpy_host.asarray(data, dtype=float)).all():
+            # mt.tensor(2**200) would silently be inf in float32 (PyTorch raises too)
+            raise OverflowError(f"cannot make a {array.dtype} tensor from {data!r}: a value does not fit in "
+                                f"{array.dtype} (its largest is {backend.numpy_host.finfo(array.dtype).max:.3g})")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"cannot make a tensor of {array.dtype} values: minitl computes with real numbers, integers "
                         f"and bools")
@@ -65,7 +71,7 @@ def _as_array(data, dtype=None, device=None):
 class Tensor:
     """An n-dimensional array that can record the ops applied to it."""
 
-    __slots__ = ("data", "grad", "_requires_grad", "_creator", "_retain_grad", "_version", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_creator", "_retain_grad", "_versions", "__weakref__")
     __array_ufunc__ = None     # NumPy defers `array * tensor` to Tensor.__rmul__
     __array_priority__ = 1000  # and so does CuPy
 
@@ -75,7 +81,7 @@ class Tensor:
         self._creator = None
         self._retain_grad = False
         self._requires_grad = False
-        self._version = 0  # bumped by minitl's in-place updates (optimizer steps, loading a state dict)
+        self._versions = [0]  # see bump_version; a view shares its base's list
         self.requires_grad = requires_grad
 
     @classmethod
@@ -83,7 +89,7 @@ class Tensor:
         """The fast path for op outputs: the array is already right."""
         t = object.__new__(Tensor)
         t.data, t.grad, t._creator, t._retain_grad, t._requires_grad = array, None, None, False, requires_grad
-        t._version = 0
+        t._versions = [0]
         return t
 
     # ---- attributes
@@ -172,8 +178,12 @@ class Tensor:
 
     def bump_version(self):
         """Say that this tensor's data was changed in place (minitl's optimizers and
-        load_state_dict call it): a graph that saved the old values refuses to backward."""
-        self._version += 1
+        load_state_dict call it): a graph that saved the old values refuses to backward.
+        Views (transpose, reshape, indexing, flatten) share their base's version, as in
+        PyTorch: a step on w also changes the w.T that a matmul saved."""
+        self._versions[0] += 1
+
+    _version = property(lambda self: self._versions[0])
 
     # ---- autograd
     def backward(self, grad=None, retain_graph=False):
@@ -252,6 +262,7 @@ class Function:
     """
 
     reads_inputs = True
+    makes_view = False  # the output may be a view of input 0: then it shares its version (see bump_version)
     released = False  # set once backward has freed what this op saved
     # new_grads: every array backward returns is made by this call and returned once (no view of gy,
     # no array shared by two inputs), so a leaf may keep it as its .grad without a copy.
@@ -265,6 +276,9 @@ class Function:
         record = _grad_enabled and any(t._requires_grad for t in inputs)
         self.needs_grad = tuple(record and t._requires_grad for t in inputs)
         out = Tensor._make(self.forward(*(t.data for t in inputs)), record)
+        if self.makes_view and backend.is_array(out.data) and out.data.ndim and \
+                backend.get_array_module(out.data).may_share_memory(out.data, inputs[0].data):
+            out._versions = inputs[0]._versions
         if record:
             self.inputs = inputs
             if self.reads_inputs:
@@ -729,6 +743,7 @@ def max(x, axis=None, keepdims=False):
 
 class Reshape(Function):
     """y = x viewed with a new shape;  gx = gy reshaped back"""
+    makes_view = True
     reads_inputs = False
     def __init__(self, shape):
         self.shape = shape
@@ -756,6 +771,7 @@ def reshape(x, shape):
 
 class Transpose(Function):
     """y = x with its axes permuted;  gx = gy with the inverse permutation"""
+    makes_view = True
     reads_inputs = False
     def __init__(self, axes):
         self.axes = axes
@@ -789,6 +805,7 @@ def _is_basic_index(index):
 
 class GetItem(Function):
     """y = x[index];  gx = zeros with gy added at index (repeated indices add up)"""
+    makes_view = True
     new_grads = True
     reads_inputs = False
     def __init__(self, index):

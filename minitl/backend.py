@@ -63,10 +63,11 @@ def blas_threads():
 
 def blas_thread_count():
     """MINITL_BLAS_THREADS as a number (default 1; 0: the BLAS library's own choice), or a clear error."""
-    text = os.environ.get("MINITL_BLAS_THREADS", "1")
-    if not text.strip().isdigit():
-        raise ValueError(f"MINITL_BLAS_THREADS must be an integer >= 0 (0 leaves the BLAS library's choice), "
-                         f"got {text!r}")
+    text = os.environ.get("MINITL_BLAS_THREADS", "1").strip()
+    # isdecimal, not isdigit: "²" is a digit that int() refuses; and a thread count has at most 4 digits
+    if not (text.isascii() and text.isdecimal() and int(text) <= 1024):
+        raise ValueError(f"MINITL_BLAS_THREADS must be an integer from 0 to 1024 (0 leaves the BLAS library's "
+                         f"choice), got {text!r}")
     return int(text)
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from minitl import backend, nn
 from minitl import functional as F
-from minitl.autograd import Tensor, no_grad
+from minitl.autograd import Tensor, is_int, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam, check_number
@@ -203,8 +203,10 @@ def weights_hash(module):
 # ---------------------------------------------------------------- the cache folder
 
 def cache_dir(folder=None):
-    """MINITL_CACHE, else ~/.cache/minitl; created and checked for writing, or a clear error."""
-    folder = folder or os.environ.get("MINITL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minitl")
+    """MINITL_CACHE (with ~ expanded, as PyTorch does for TORCH_HOME), else $XDG_CACHE_HOME/minitl, else
+    ~/.cache/minitl; created and checked for writing, or a clear error."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    folder = os.path.expanduser(folder or os.environ.get("MINITL_CACHE") or os.path.join(xdg, "minitl"))
     try:
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".write-test-{os.getpid()}")
@@ -422,7 +424,10 @@ class Budget:
                 raise ValueError(f"Budget: {name} must be a positive integer, got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Budget: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "max_steps", "lr", "head_lr", "backbone_lr_scale"):
+        if not is_int(self.max_steps) or self.max_steps < 0:
+            raise ValueError(f"Budget: max_steps must be an integer >= 0 (0: no more than steps), got "
+                             f"{self.max_steps!r}")
+        for name in ("epochs", "lr", "head_lr", "backbone_lr_scale"):
             check_number("Budget", name, getattr(self, name))
 
     def steps_for(self, n):

@@ -268,3 +268,31 @@ def test_tensors_on_two_devices_in_one_op_is_a_clear_error(device):
         a + b
     with pytest.raises(ValueError, match="different devices"):
         F.linear(mt.tensor(np.ones((2, 3), dtype=np.float32)), mt.nn.Linear(3, 2, device=device).weight)
+
+
+@pytest.mark.parametrize("x_shape, view", [((2, 3), lambda w: w.T), ((2, 4), lambda w: w.reshape(3, 4).reshape(4, 3)),
+                                           ((2, 4), lambda w: w[:, :]), ((2, 3), lambda w: w.transpose(1, 0).T.T),
+                                           ((2, 3), lambda w: mt.functional.flatten(w.T))],
+                         ids=["T", "reshape", "slice", "transposes", "flatten"])
+def test_a_view_shares_its_base_version_so_a_step_in_between_is_refused(x_shape, view):
+    """y = x @ view(w); an optimizer step on w; y.sum().backward() would compute x's gradient from
+    the new w (off by up to the step). Views share their base's version, as in PyTorch."""
+    x = mt.tensor(np.ones(x_shape), requires_grad=True)
+    w = mt.nn.Parameter(mt.tensor(np.arange(12.0).reshape(4, 3)))
+    y = x @ view(w)
+    w.grad = np.ones_like(w.data)
+    mt.optim.SGD([w], lr=1.0).step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_a_copy_made_by_indexing_does_not_share_the_version():
+    """Fancy indexing copies: a step on w afterwards does not touch what the product saved."""
+    x = mt.tensor(np.ones((2, 4)), requires_grad=True)
+    w = mt.nn.Parameter(mt.tensor(np.arange(12.0).reshape(4, 3)))
+    picked = w[[0, 1, 2, 3]]
+    y = x @ picked
+    w.grad = np.ones_like(w.data)
+    mt.optim.SGD([w], lr=1.0).step()
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.tile(np.arange(12.0).reshape(4, 3).sum(axis=1), (2, 1)))

@@ -192,7 +192,25 @@ LATER_CASES = [
     ("a negative learning rate in a budget", lambda: transfer.Budget(lr=-1), ValueError, "Invalid lr: -1"),
 ]
 
-CASES = TENSOR_CASES + LAYER_CASES + STATE_CASES + OPTIMIZER_CASES + DATA_CASES + LATER_CASES
+# ---------------------------------------------------------------- the third hostile pass (issue 18), so far
+
+THIRD_PASS_CASES = [
+    ("a uint8 image of 200s into AvgPool2d (the sums wrapped to 8.0)", lambda: nn.AvgPool2d(2)(
+        mt.tensor(np.full((1, 1, 2, 2), 200, np.uint8))), TypeError, "avg_pool2d: the input is uint8"),
+    ("an int64 tensor into MaxPool2d", lambda: nn.MaxPool2d(2)(t(1, 1, 2, 2, dtype=np.int64)), TypeError,
+     "max_pool2d: the input is int64"),
+    ("an int64 tensor into Dropout (it was not rescaled)", lambda: nn.Dropout(0.5)(t(4, dtype=np.int64)),
+     TypeError, "dropout: the input is int64"),
+    ("integer logits into cross_entropy (a float64 loss)", lambda: F.cross_entropy(t(2, 3, dtype=np.int64), [0, 1]),
+     TypeError, "cross_entropy: the input is int64"),
+    ("a Python int that float32 cannot hold (it became inf)", lambda: mt.tensor(2**200), OverflowError,
+     "does not fit in float32"),
+    ("a list with one such int", lambda: mt.tensor([1, 2**130]), OverflowError, "does not fit in float32"),
+    ("a budget of 2.5 steps at most (it failed later, in fit)", lambda: transfer.Budget(max_steps=2.5), ValueError,
+     "max_steps must be an integer >= 0"),
+]
+
+CASES = TENSOR_CASES + LAYER_CASES + STATE_CASES + OPTIMIZER_CASES + DATA_CASES + LATER_CASES + THIRD_PASS_CASES
 
 
 @pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -374,7 +392,7 @@ def test_compressed_or_repeated_members_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("env, args, message", [
-    ({"MINITL_BLAS_THREADS": "abc"}, (), "MINITL_BLAS_THREADS must be an integer >= 0"),
+    ({"MINITL_BLAS_THREADS": "abc"}, (), "MINITL_BLAS_THREADS must be an integer from 0 to 1024"),
     ({"MINITL_DEVICE": ""}, (), "from the environment variable MINITL_DEVICE"),
     ({}, ("--k", "²"), "is not a positive integer"),
     ({}, ("--jobs", "9999"), "more than the"),
@@ -390,3 +408,21 @@ def test_the_cli_names_bad_environments_and_options_before_any_work(tmp_path, en
                           env={**os.environ, "MINITL_CACHE": str(tmp_path / "cache"), **env})
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "source model" not in done.stdout
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "\u00b2", "-1", "1.5", "2000"])
+def test_a_bad_blas_thread_count_is_named(monkeypatch, value):
+    """It gave a ctypes traceback (a huge number) or an unclear int() error ("\u00b2" is a digit)."""
+    monkeypatch.setenv("MINITL_BLAS_THREADS", value)
+    with pytest.raises(ValueError, match="MINITL_BLAS_THREADS must be an integer from 0 to 1024"):
+        mt.backend.blas_thread_count()
+
+
+def test_the_cache_folder_expands_a_tilde_and_honours_xdg(monkeypatch, tmp_path):
+    """MINITL_CACHE='~/x' made a folder literally named '~' in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MINITL_CACHE", "~/minitl-cache")
+    assert transfer.cache_dir() == str(tmp_path / "minitl-cache")
+    monkeypatch.delenv("MINITL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert transfer.cache_dir() == str(tmp_path / "xdg" / "minitl")

@@ -270,3 +270,18 @@ def test_a_seed_gives_the_same_model_on_every_device(device):
     b = small_cnn(device=device)
     for k, v in a.state_dict().items():
         assert np.array_equal(v, mt.backend.to_host(b.state_dict()[k]))
+
+
+def test_replacing_a_child_or_a_parameter_keeps_its_place():
+    """setattr(seq, "1", ...) used to move the child to the end, so the Sequential ran its layers in
+    another order (output 1.293 -> 1.674 in the report); reassigning .weight reordered the state dict."""
+    mt.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    x = mt.tensor(np.random.default_rng(0).standard_normal((2, 3)), dtype=mt.float32)
+    before = seq(x).numpy()
+    setattr(seq, "1", nn.ReLU())
+    assert [name for name, _ in seq.named_children()] == ["0", "1", "2"]
+    np.testing.assert_array_equal(seq(x).numpy(), before)
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(lin.weight.data.copy())
+    assert [name for name, _ in lin.named_parameters()] == ["weight", "bias"]

@@ -2,6 +2,7 @@
 
 from minitl import backend
 from minitl.autograd import Function, Tensor, require_tensor
+from minitl.functional.linear import check_float_input
 
 
 class ReLUFunction(Function):
@@ -69,6 +70,7 @@ def dropout(x, p=0.5, training=True):
     the host (one seed, same mask on every device). In eval mode it is the identity.
     """
     require_tensor(x, "dropout")
+    check_float_input(x, "dropout")  # an integer tensor cannot be rescaled by 1/(1-p)
     if not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be a number in [0, 1], got {p!r}")
     if not training or p == 0:

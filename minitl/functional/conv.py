@@ -269,6 +269,7 @@ def _pool(function_class, op, x, kernel_size, stride):
     kernel = _pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None else _pair(stride, "stride", op)
     require_tensor(x, op)
+    check_float_input(x, op)  # an integer image would wrap around in the window sums (uint8 200s -> 8.0)
     _check_4d(x, op)
     if min(kernel) <= 0 or min(stride) <= 0:
         raise ValueError(f"{op}: kernel_size and stride must be positive, got {kernel} and {stride}")

@@ -19,6 +19,7 @@ def check_labels(logits, labels, op="cross_entropy"):
     they are still on the host, so a training step never needs to.
     """
     require_tensor(logits, op, "logits")
+    check_float_input(logits, op)  # integer logits would give a float64 loss
     if logits.ndim != 2:
         raise ValueError(f"{op}: logits must be 2-D (N, C), got shape {logits.shape}")
     n, c = logits.shape

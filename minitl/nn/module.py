@@ -47,12 +47,18 @@ class Module:
             self._buffers[name] = value
             object.__setattr__(self, name, value)
             return
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
-        if isinstance(value, Parameter):
+        # Replacing a registered child or parameter keeps its place (a Sequential's order), as in PyTorch.
+        if isinstance(value, Parameter) and name in self._parameters:
             self._parameters[name] = value
-        elif isinstance(value, Module):
+        elif isinstance(value, Module) and name in self._modules:
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+            if isinstance(value, Parameter):
+                self._parameters[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
