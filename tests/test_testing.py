@@ -121,3 +121,37 @@ def test_without_hypothesis_the_import_names_the_extra(monkeypatch):
     monkeypatch.undo()
     importlib.import_module("minitl.testing")
     assert np is not None
+
+
+class BrokenSquare(Function):
+    """Lesson 2's broken op: y = x^2, gx = 2x (forgets gy)"""
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, gy):
+        return 2 * self.x
+
+
+def test_one_bug_is_one_error_even_when_it_fails_two_checks():
+    """Wrong values at x = 1 and a non-zero gradient for a zero upstream one at x ~ 0 are two checks
+    of gradcheck: Hypothesis used to raise a group of both, which `except GradcheckError` missed."""
+    for _ in range(3):
+        with pytest.raises(mt.GradcheckError):
+            check_op(lambda x: BrokenSquare()(x), shapes=shape(), on="cpu")
+
+
+def test_the_ways_to_give_shapes_params_and_devices():
+    from hypothesis import strategies as st
+    check_op(lambda a, b: a * b, shapes=[shape(max_dims=2), (1,)], on="cpu", max_examples=10)
+    check_op(lambda x, axis: x.sum(axis=axis), shapes=[(2, 3)], params={"axis": st.integers(0, 1)}, on=["cpu"],
+             max_examples=10)
+    check_op(lambda x, axis: x.sum(axis=axis), shapes=shape(), on="cpu", max_examples=10,
+             params=lambda shapes: {"axis": st.integers(0, len(shapes[0]) - 1)})  # an axis that fits the shape
+    for bad in ([], (3, 4)):
+        with pytest.raises(ValueError, match="one shape per input"):
+            check_op(lambda x: x, shapes=bad, on="cpu")
+    with pytest.raises(ValueError, match="1 domains for 2 inputs"):
+        check_op(lambda a, b: a * b, shapes=[(2,), (2,)], domains=["real"], on="cpu")
+    with pytest.raises(ValueError, match="has its own"):
+        tensors((3,), domain="positive", low=-5.0, high=-4.0)
