@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import DEVICES, host
 from hypothesis import given
+from test_gradcheck_tool import ForgetsUpstream
 
 import minitl as mt
 from minitl import backend
@@ -123,22 +124,12 @@ def test_without_hypothesis_the_import_names_the_extra(monkeypatch):
     assert np is not None
 
 
-class BrokenSquare(Function):
-    """Lesson 2's broken op: y = x^2, gx = 2x (forgets gy)"""
-    def forward(self, x):
-        self.x = x
-        return x * x
-
-    def backward(self, gy):
-        return 2 * self.x
-
-
 def test_one_bug_is_one_error_even_when_it_fails_two_checks():
     """Wrong values at x = 1 and a non-zero gradient for a zero upstream one at x ~ 0 are two checks
     of gradcheck: Hypothesis used to raise a group of both, which `except GradcheckError` missed."""
     for _ in range(3):
         with pytest.raises(mt.GradcheckError):
-            check_op(lambda x: BrokenSquare()(x), shapes=shape(), on="cpu")
+            check_op(lambda x: ForgetsUpstream()(x), shapes=shape(), on="cpu")  # lesson 2's broken square
 
 
 def test_the_ways_to_give_shapes_params_and_devices():
