@@ -75,6 +75,15 @@ class Tensor:
     __array_ufunc__ = None     # NumPy defers `array * tensor` to Tensor.__rmul__
     __array_priority__ = 1000  # and so does CuPy
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(tensor): the values on the CPU; a CUDA tensor must be copied explicitly (as in
+        CuPy and PyTorch), not behind the caller's back."""
+        if self.device != "cpu":
+            raise TypeError("a CUDA tensor cannot become a NumPy array implicitly: use tensor.numpy() or "
+                            "backend.to_host(tensor.data), which copy it to the host")
+        a = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return a.copy() if copy else a
+
     def __init__(self, data, requires_grad=False, device=None, dtype=None):
         self.data = _as_array(data, dtype, device)
         self.grad = None
@@ -547,7 +556,13 @@ class Div(Function):
 
 
 def div(a, b):
-    return _binary(Div, a, b, "div")
+    """True division. Of two integer tensors it is float32, as in PyTorch (NumPy would give float64,
+    and minitl never goes to float64 unasked): an integer tensor divided by 2, or averaged."""
+    a, b = _operands(a, b, "div")
+    if backend.is_integer(a.dtype) and backend.is_integer(b.dtype):
+        a, b = Tensor._make(a.data.astype(backend.float32)), Tensor._make(b.data.astype(backend.float32))
+    broadcast_shape(a.shape, b.shape, "div")
+    return Div()(a, b)
 
 
 class Neg(Function):
@@ -788,10 +803,10 @@ def transpose(x, axes=None):
     if axes is None:
         axes = tuple(reversed(range(x.ndim)))
     given = tuple(axes)
-    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in given):
+    if not all(is_int(a) and -x.ndim <= a < x.ndim for a in given):  # NumPy integers are axes too
         raise ValueError(f"transpose: axes {given} are out of range for a tensor of shape {x.shape} "
                          f"(each must be in {-x.ndim}..{x.ndim - 1})")
-    axes = tuple(a % x.ndim for a in given) if x.ndim else ()
+    axes = tuple(int(a) % x.ndim for a in given) if x.ndim else ()
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: {given} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}")
     return Transpose(axes)(x)

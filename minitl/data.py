@@ -225,6 +225,12 @@ def k_shot_indices(pool, k, seed=0):
     if not is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
     k = int(k)
+    if len(pool.y) == 0:
+        raise ValueError("k_shot: the pool has no examples")
+    if not backend.is_integer(pool.y.dtype) or pool.y.min() < 0:
+        i = int(np.argmin(pool.y))
+        raise ValueError(f"k_shot: labels must be class indices 0, 1, ...; the pool has label {pool.y[i].item()} "
+                         f"at position {i}")
     counts = np.bincount(pool.y)
     if k > counts.min():
         raise ValueError(f"k={k} is more than the {counts.min()} examples per class the pool has "

@@ -53,7 +53,10 @@ def atomic_write(path, mode="wb"):
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:  # name the file the caller asked for, not the temporary one
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror} (in {folder})") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -79,6 +82,8 @@ def load(path):
         raise FileNotFoundError(f"load: no such file: {path}")
     if os.path.isdir(path):
         raise ValueError(f"load: {path} is a folder, not a checkpoint file")
+    if not os.path.isfile(path):  # a named pipe or a device would block, or never end
+        raise ValueError(f"load: {path} is not a regular file")
     try:
         arrays = backend.read_npz(path)
     except ValueError as e:

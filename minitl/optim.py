@@ -55,7 +55,8 @@ class Optimizer:
                 if not isinstance(p, Tensor):
                     raise TypeError(f"{where}: expected tensors, got {type(p).__name__}")
                 if id(p) in seen:
-                    raise ValueError(f"{where}: a parameter appears in more than one group")
+                    raise ValueError(f"{where}: a parameter (shape {p.shape}) is given twice; each may appear once, "
+                                     f"in one group")
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of arrays and counters

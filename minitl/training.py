@@ -96,7 +96,9 @@ def _steps(loss_fn, optimizer, loader, steps, schedule, callback, every, base):
                 x, y = next(batches)
             except StopIteration:
                 batches = iter(loader)
-                x, y = next(batches)
+                x, y = next(batches, (None, None))
+                if x is None:
+                    raise ValueError("fit: the loader gave no batch (an empty dataset or iterable)") from None
             losses.append(train_step(loss_fn, optimizer, x, y).data)
             if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
                 callback(step + 1)

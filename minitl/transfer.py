@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from minitl import backend, nn
 from minitl import functional as F
-from minitl.autograd import Tensor, is_int, no_grad
+from minitl.autograd import Tensor, is_int, is_real, no_grad
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam, check_number
@@ -562,6 +562,10 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     """
     if regularizer not in (None,) + REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}: choose None or one of {REGULARIZERS}")
+    if lam is not None and regularizer is None:
+        raise ValueError(f"fine_tune: lam={lam!r} was given without a regularizer: name one of {REGULARIZERS}")
+    if lam is not None and not (is_real(lam) and math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"fine_tune: lam must be a finite number >= 0 (the weight of R in CE + lam * R), got {lam!r}")
     start = time.perf_counter()
     device = device_for_model(source, device)
     num_classes = len(data.target_classes)

@@ -426,3 +426,73 @@ def test_the_cache_folder_expands_a_tilde_and_honours_xdg(monkeypatch, tmp_path)
     monkeypatch.delenv("MINITL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert transfer.cache_dir() == str(tmp_path / "xdg" / "minitl")
+
+
+def test_np_asarray_gives_the_values():
+    """It gave an object array of 0-d tensors."""
+    a = np.asarray(mt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True))
+    assert a.dtype == np.float32 and a.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_no_silent_float64():
+    """A NumPy float64 eps made a float32 BatchNorm's output float64; an integer tensor divided by 2 or
+    averaged was float64."""
+    bn = nn.BatchNorm1d(3, eps=np.float64(1e-5), momentum=np.float64(0.1))
+    assert bn(t(4, 3)).dtype == mt.float32 and bn.running_var.dtype == mt.float32
+    x = mt.tensor(np.arange(6).reshape(2, 3))
+    assert (x / 2).dtype == mt.float32 and x.mean().dtype == mt.float32
+
+
+@pytest.mark.parametrize("call, error, phrase", [
+    (lambda: transfer.fine_tune(None, None, None, lam=0.1), ValueError,
+     "lam=0.1 was given without a regularizer"),
+    (lambda: transfer.fine_tune(None, None, None, regularizer="l2sp", lam=-5), ValueError,
+     "lam must be a finite number >= 0"),
+    (lambda: transfer.fine_tune(None, None, None, regularizer="l2sp", lam=float("nan")), ValueError,
+     "lam must be a finite number >= 0"),
+    (lambda: transfer.fine_tune(None, None, None, regularizer="l2sp", lam="0.1"), ValueError,
+     "lam must be a finite number >= 0"),
+    (lambda: training.fit(lambda x, y: None, mt.optim.SGD([p(2)], lr=0.1), [], 3), ValueError,
+     "the loader gave no batch"),
+    (lambda: mt.optim.Adam([p(2)] * 2), ValueError, "is given twice"),
+    (lambda: data.k_shot(data.Split(np.zeros((3, 2), np.float32), np.array([0, -1, 1])), 1), ValueError,
+     "label -1 at position 1"),
+])
+def test_third_pass_clear_errors(call, error, phrase):
+    with pytest.raises(error, match=phrase):
+        call()
+
+
+def test_a_transpose_takes_numpy_integers():
+    x = t(2, 3)
+    assert x.transpose(np.int64(1), np.int64(0)).shape == (3, 2)
+
+
+def test_load_refuses_a_named_pipe(tmp_path):
+    import os
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        mt.load(fifo)
+
+
+def test_save_into_a_read_only_folder_names_the_file(tmp_path):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="model.npz"):
+            mt.save({"w": np.ones(2)}, tmp_path / "model.npz")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_checking_the_op_table_leaves_the_global_generator_alone():
+    from minitl.opspecs import OP_SPECS, make_inputs
+    mt.manual_seed(7)
+    expected = mt.backend.host_rng().random(3)
+    mt.manual_seed(7)
+    spec = next(s for s in OP_SPECS if s.name == "dropout")
+    spec.fn(*make_inputs(spec, np.random.default_rng(0)), **spec.params)
+    np.testing.assert_array_equal(mt.backend.host_rng().random(3), expected)

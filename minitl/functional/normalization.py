@@ -93,4 +93,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         running_mean.bump_version()
         running_var.bump_version()
     stats = (None, None) if running_mean is None else (running_mean.data, running_var.data)
-    return BatchNormFunction(*stats, training, momentum, eps)(input, *affine)
+    # Python floats: a NumPy float64 eps or momentum would turn float32 statistics into float64
+    return BatchNormFunction(*stats, training, float(momentum), float(eps))(input, *affine)

@@ -141,7 +141,9 @@ class _BatchNorm(Module):
                              f"reads the batch count back every step: a GPU sync), got {momentum!r}")
         if not (is_real(eps) and eps > 0):
             raise ValueError(f"{name}: eps must be a number > 0, got {eps!r}")
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        # Python floats: a NumPy float64 eps would make a float32 layer's output float64 (NumPy 2's rules)
+        self.num_features, self.eps = num_features, float(eps)
+        self.momentum = None if momentum is None else float(momentum)
         self.affine, self.track_running_stats = affine, track_running_stats
         self.stats_frozen = False
         device = backend.check_device(device)
