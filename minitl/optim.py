@@ -126,6 +126,12 @@ class Optimizer:
                 elif not backend.is_array(v) or tuple(v.shape) != params[int(i)].shape:
                     raise ValueError(f"{where}: state {name!r} of parameter {i} has shape "
                                      f"{tuple(getattr(v, 'shape', ()))}, the parameter has {params[int(i)].shape}")
+                elif v.dtype.kind != "f" or not bool(backend.get_array_module(v).isfinite(v).all()):
+                    raise ValueError(f"{where}: state {name!r} of parameter {i} must be finite floating-point "
+                                     f"values, got {v.dtype}{'' if v.dtype.kind != 'f' else ' with NaN or infinity'}")
+                elif name == "exp_avg_sq" and bool((v < 0).any()):
+                    raise ValueError(f"{where}: state 'exp_avg_sq' of parameter {i} has negative values: a mean of "
+                                     f"squares cannot be negative (the weights would become NaN)")
         for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
             unknown = set(saved) - set(self.defaults) - {"params"}
             if unknown:

@@ -496,3 +496,32 @@ def test_checking_the_op_table_leaves_the_global_generator_alone():
     spec = next(s for s in OP_SPECS if s.name == "dropout")
     spec.fn(*make_inputs(spec, np.random.default_rng(0)), **spec.params)
     np.testing.assert_array_equal(mt.backend.host_rng().random(3), expected)
+
+
+def test_a_state_value_that_does_not_fit_is_refused_and_nothing_changes():
+    """A uint64 2**64-1 batch count wrapped to -1."""
+    bn = nn.BatchNorm1d(2)
+    state = {**bn.state_dict(), "num_batches_tracked": np.asarray(2**64 - 1, dtype=np.uint64)}
+    with pytest.raises(ValueError, match="do not fit its int64"):
+        bn.load_state_dict(state)
+    assert bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize("name, value, phrase", [
+    ("exp_avg", np.zeros(2, dtype=np.int64), "must be finite floating-point values, got int64"),
+    ("exp_avg_sq", -np.ones(2, dtype=np.float32), "has negative values"),
+    ("exp_avg", np.full(2, np.nan, dtype=np.float32), "with NaN or infinity"),
+])
+def test_optimizer_state_is_checked_when_loaded(name, value, phrase):
+    """An int64 exp_avg failed only at step(), after the step counter moved; a negative exp_avg_sq
+    was accepted and the weights went NaN."""
+    w = p(2)
+    opt = mt.optim.Adam([w])
+    w.grad = np.ones(2, np.float32)
+    opt.step()
+    state = opt.state_dict()
+    state["state"][0][name] = value
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=phrase):
+        opt.load_state_dict(state)
+    assert opt.state_dict()["state"][0]["step"] == before["state"][0]["step"]

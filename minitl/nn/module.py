@@ -215,6 +215,9 @@ class Module:
                 problems.append(f"{name}: {value.dtype} values, not real numbers")
             elif backend.is_integer(p.dtype) and value.dtype.kind == "f":
                 problems.append(f"{name}: {value.dtype} values for an integer entry ({p.dtype}): would be truncated")
+            elif backend.is_integer(p.dtype) and value.size and not _fits(value, p.dtype):
+                problems.append(f"{name}: values from {int(value.min())} to {int(value.max())} do not fit its "
+                                f"{p.dtype} (they would wrap around)")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"{name}: shape {tuple(value.shape)} in the state dict, {p.shape} in the model")
             else:
@@ -238,6 +241,12 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
+
+
+def _fits(value, dtype):
+    """Whether every integer (or bool) in value is exactly representable in the integer dtype."""
+    info = backend.numpy_host.iinfo(dtype)
+    return info.min <= int(value.min()) and int(value.max()) <= info.max
 
 
 class Sequential(Module):
