@@ -21,8 +21,7 @@ def lesson_arguments(doc, file=None, argv=None):
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (seconds), as CI runs it")
-    in_notebook = "ipykernel" in sys.modules
-    args = parser.parse_known_args(argv)[0] if in_notebook else parser.parse_args(argv)
+    args = parser.parse_known_args(argv)[0] if in_notebook() else parser.parse_args(argv)
     try:
         args.device = backend.check_device(args.device)
         backend.blas_thread_count()
@@ -46,7 +45,8 @@ def save_picture(plt, fig, args, name):
     """Save a lesson's picture into args.out, close it and print its path; returns the path."""
     fig.tight_layout()
     path = save_figure(fig, args.out, name)
-    plt.close(fig)
+    if not in_notebook():  # a notebook shows the figures still open when the cell ends
+        plt.close(fig)
     print(f"picture: {path}")
     return path
 
@@ -84,13 +84,20 @@ def mean_std(values):
     return f"{mean:.3f} ± {std:.3f}"
 
 
+def in_notebook():
+    """Whether this runs under a Jupyter kernel (its figures are shown inline)."""
+    return "ipykernel" in sys.modules
+
+
 def pyplot():
-    """matplotlib.pyplot drawing to files, or None when matplotlib is not installed."""
+    """matplotlib.pyplot, or None when matplotlib is not installed. A script draws to files (Agg, which
+    needs no display); under a notebook kernel the backend is left alone, so figures show inline."""
     try:
         import matplotlib
     except ImportError:
         return None
-    matplotlib.use("Agg")
+    if not in_notebook():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 

@@ -525,3 +525,20 @@ def test_optimizer_state_is_checked_when_loaded(name, value, phrase):
     with pytest.raises(ValueError, match=phrase):
         opt.load_state_dict(state)
     assert opt.state_dict()["state"][0]["step"] == before["state"][0]["step"]
+
+
+def test_a_notebook_keeps_its_plotting_backend(monkeypatch):
+    """Asking for a lesson's pyplot switched a notebook to Agg, and its figures stopped showing inline."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import sys
+    import types
+
+    from minitl import report
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    switched = []
+    monkeypatch.setattr(matplotlib, "use", lambda backend, *a, **k: switched.append(backend))
+    report.pyplot()
+    assert switched == []
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    report.pyplot()
+    assert switched == ["Agg"]
