@@ -190,6 +190,25 @@ def extract_features(backbone, loader):
     return xp.concatenate(feats), xp.concatenate(labels)
 
 
+def module_settings(module):
+    """Every plain attribute (numbers, strings, bools, None, dtypes, and tuples or lists of them) of
+    every submodule, as text: what a layer's repr may not show (a user's Scale(2.0) without an
+    extra_repr) but its output depends on."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (bool, int, float, str)) or backend.is_scalar(v) or \
+            isinstance(v, type(backend.float32))
+    # Mode switches are left out: features are computed in eval mode, where neither changes anything.
+    modes = ("training", "stats_frozen")
+    lines = []
+    for name, m in module.named_modules():
+        settings = {k: v for k, v in vars(m).items() if not k.startswith("_") and k not in modes and plain(v)}
+        lines.append(f"{name or '.'} {type(m).__module__}.{type(m).__qualname__} "
+                     f"{sorted((k, repr(v)) for k, v in settings.items())}")
+    return "\n".join(lines)
+
+
 def weights_hash(module):
     """A short hash of every entry of the module's state dict (parameters and persistent
     buffers): name, dtype, shape and values."""
@@ -281,7 +300,7 @@ class FeatureCache:
     Files are written to a temporary name and renamed.
     """
 
-    FORMAT = 2  # the manifest's layout: a file of another format is recomputed
+    FORMAT = 3  # the manifest's layout: a file of another format is recomputed (3: module settings in the key)
     _WHY = {"format": "an older file format", "module": "another backbone structure", "weights":
             "other backbone weights", "layer": "another layer", "data": "other data", "shape": "another feature shape",
             "dtype": "another dtype"}
@@ -298,9 +317,15 @@ class FeatureCache:
 
     def key(self, backbone, split, layer, device):
         """What the features depend on. The output shape and dtype come from one example."""
+        for name, m in backbone.named_modules():
+            if isinstance(m, nn.layers._BatchNorm) and m.running_mean is None:
+                raise ValueError(f"FeatureCache: {name or 'the backbone'} ({m!r}) normalises with each batch's own "
+                                 f"statistics, even in eval mode (track_running_stats=False): its features depend "
+                                 f"on the batch they were computed in, so they cannot be cached")
         probe = _one_output(backbone, split.x, device)
-        return {"format": self.FORMAT, "module": repr(backbone), "weights": weights_hash(backbone), "layer": layer,
-                "data": split.fingerprint(), "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype)}
+        return {"format": self.FORMAT, "module": repr(backbone) + "\n" + module_settings(backbone),
+                "weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint(),
+                "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype)}
 
     def _read(self, path):
         """(manifest, features) of a cache file, or a ValueError saying why it cannot be used."""

@@ -10,7 +10,7 @@ import pytest
 from conftest import host, quiet
 
 import minitl as mt
-from minitl import backend, data, training, transfer
+from minitl import backend, data, nn, training, transfer
 
 _ON_DEVICE = {}
 
@@ -97,6 +97,38 @@ def test_feature_cache_recomputes_for_changed_weights(setup, tmp_path, device):
     assert cache.last == "recomputed: it was made for other backbone weights"
     assert np.allclose(feats, host(transfer.extract_features(changed.features, data.DataLoader(
         d.target_pool.x, d.target_pool.y, 64, device=device))[0]), atol=1e-6)
+
+
+class Scale(nn.Module):
+    """A user's layer with no extra_repr: its repr is "Scale()" whatever its factor."""
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def test_feature_cache_keys_on_what_repr_does_not_show(setup, tmp_path, device):
+    """Scale(2.0) -> Scale(3.0) was a cache hit, with features 2/3 of the truth (issue 18, item 4)."""
+    d, source, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    backbone = lambda factor: nn.Sequential(on(source, device).features, Scale(factor))
+    cache.features(backbone(2.0), d.target_pool, "pool")
+    feats = cache.features(backbone(3.0), d.target_pool, "pool")
+    assert cache.last == "recomputed: it was made for another backbone structure"
+    expected = cache.features(on(source, device).features, d.target_pool, "plain") * 3.0
+    assert np.allclose(feats, expected, atol=1e-5)
+
+
+def test_a_backbone_that_normalises_with_each_batch_is_not_cached(setup, tmp_path):
+    """BatchNorm with track_running_stats=False uses each batch's statistics even in eval mode: the
+    cache hit at another batch size (issue 18, item 4). Refused, naming the layer."""
+    d, _, _ = setup
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    backbone = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(256, track_running_stats=False))
+    with pytest.raises(ValueError, match=r"1 \(BatchNorm1d\(256.*track_running_stats=False"):
+        cache.features(backbone, d.target_pool, "pool")
 
 
 def test_feature_cache_recomputes_for_changed_data(setup, tmp_path, device):
