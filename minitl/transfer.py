@@ -272,7 +272,12 @@ def source_model(data, device=None, seed=0, folder=None, log=print, norm=None, v
         try:
             with backend.fork_rng(seed):  # the weights are about to be overwritten: no global draw either way
                 model = model_for(data, device, norm)
-            model.load_state_dict(load(path))
+            state = load(path)
+            finite = backend.numpy_host.isfinite
+            bad = [name for name, a in state.items() if a.dtype.kind == "f" and not finite(a).all()]
+            if bad:  # a model with NaN weights would train every later run into NonFiniteLoss
+                raise ValueError(f"{', '.join(bad)} in {path} hold NaN or infinite values")
+            model.load_state_dict(state)
             if verbose:
                 log(f"loaded the source model from {path} "
                     f"(source test accuracy {accuracy(model, data.source_test, device):.3f})")

@@ -350,3 +350,20 @@ def test_every_recipe_trains_for_its_budgets_steps(setup, tmp_path, monkeypatch)
         asked.clear()
         result = transfer.run_method(method, source, d, train, transfer.FeatureCache(str(tmp_path), log=quiet), budget)
         assert asked == [budget.steps_for(len(train))] and len(result.losses) == 2, method
+
+
+def test_a_cached_source_model_with_a_nan_weight_is_trained_again(tmp_path):
+    """It was loaded, and every later run trained 1600 steps, then blamed the learning rate (issue 18,
+    item 18). Now it is retrained, saying why."""
+    d = data.glyphs(seed=0, source_per_class=20, source_test_per_class=4, target_pool_per_class=4,
+                    target_test_per_class=4)
+    path = transfer.source_model_path(d, folder=str(tmp_path))
+    model = transfer.model_for(d)
+    state = model.state_dict()
+    state["features.0.weight"][0, 0, 0, 0] = np.nan
+    mt.save(state, path)
+    said = []
+    source = transfer.source_model(d, folder=str(tmp_path), log=said.append)
+    assert "features.0.weight" in said[0] and "NaN or infinite" in said[0] and "training again" in said[0]
+    assert all(np.isfinite(host(p)).all() for p in source.parameters())
+    assert np.isfinite(mt.load(path)["features.0.weight"]).all()
