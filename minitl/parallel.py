@@ -8,6 +8,9 @@ threads each on two cores fight for them (benchmarks/README.md has the measureme
 
 import multiprocessing
 import os
+import pickle
+import signal
+from multiprocessing import connection
 
 from threadpoolctl import threadpool_limits
 
@@ -33,14 +36,81 @@ def check_jobs(jobs, device):
     return jobs
 
 
-def _one_blas_thread():
-    threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
+class LostRun(RuntimeError):
+    """A worker process died in the middle of a run (killed, or out of memory)."""
 
 
 def map_runs(fn, runs, jobs):
     """[fn(run) for run in runs], in `jobs` forked processes that inherit the caller's state; in order.
-    (The training loops themselves run with one BLAS thread in any process: training.fit.)"""
+    (The training loops themselves run with one BLAS thread in any process: training.fit.)
+
+    Each worker holds one run at a time, so a worker that dies (the out-of-memory killer sends SIGKILL)
+    is noticed at once and named with its run: a LostRun, never a table that waits forever."""
     if jobs == 1:
         return [fn(run) for run in runs]
-    with multiprocessing.get_context("fork").Pool(jobs, initializer=_one_blas_thread) as pool:
-        return pool.map(fn, runs, chunksize=1)
+    context = multiprocessing.get_context("fork")
+    results, todo, workers = [None] * len(runs), list(reversed(range(len(runs)))), []
+    running = {}  # our end of a worker's pipe -> (the worker, the index of the run it holds)
+    try:
+        for _ in range(min(jobs, len(runs))):
+            ours, theirs = context.Pipe()
+            worker = context.Process(target=_worker, args=(fn, runs, theirs), daemon=True)
+            worker.start()
+            workers.append(worker)
+            theirs.close()  # now the pipe reads as closed the moment the worker dies
+            _hand_out(todo, running, ours, worker)
+        while running:
+            for ours in connection.wait(list(running)):
+                worker, i = running.pop(ours)
+                try:
+                    _, ok, value = ours.recv()
+                except EOFError:
+                    raise LostRun(_lost(worker, runs[i], len(runs) - len(todo) - len(running) - 1, len(runs))) from None
+                if not ok:
+                    raise value
+                results[i] = value
+                _hand_out(todo, running, ours, worker)
+    except BaseException:  # an error, a lost run or Ctrl-C: no worker outlives the call
+        for worker in workers:
+            worker.kill()
+        raise
+    finally:
+        for worker in workers:
+            worker.join()
+    return results
+
+
+def _hand_out(todo, running, ours, worker):
+    """Give the worker the next run, or tell it to stop."""
+    if todo:
+        ours.send(todo[-1])
+        running[ours] = (worker, todo.pop())
+    else:
+        ours.send(None)
+
+
+def _worker(fn, runs, pipe):
+    threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
+    while (i := pipe.recv()) is not None:
+        try:
+            pipe.send((i, True, fn(runs[i])))
+        except Exception as e:  # the caller raises it, as if fn had run there
+            pipe.send((i, False, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _picklable(e):
+    try:
+        pickle.loads(pickle.dumps(e))
+        return True
+    except Exception:
+        return False
+
+
+def _lost(worker, run, done, total):
+    worker.join(5)
+    code = worker.exitcode
+    how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+           else f"exited with status {code}")
+    hint = " (SIGKILL is most often the out-of-memory killer: try --jobs 1)" if code == -signal.SIGKILL else ""
+    return (f"run {run!r} was lost: its worker process (pid {worker.pid}) {how}{hint}; "
+            f"{done} of {total} runs had finished")

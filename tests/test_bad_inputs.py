@@ -542,3 +542,26 @@ def test_a_notebook_keeps_its_plotting_backend(monkeypatch):
     monkeypatch.delitem(sys.modules, "ipykernel")
     report.pyplot()
     assert switched == ["Agg"]
+
+
+def test_a_killed_worker_is_named_and_the_comparison_exits_within_seconds(monkeypatch, tmp_path, capsys):
+    import os
+    import signal
+    import time
+
+    from minitl import __main__ as cli
+
+    def killed_on_seed_1(method, source, data, train, cache, budget, seed, device):
+        if seed == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+        return transfer.Result(method, 0.5, [1.0], 0.0, None)
+
+    monkeypatch.setenv("MINITL_CACHE", str(tmp_path))
+    monkeypatch.setattr(transfer, "run_method", killed_on_seed_1)
+    monkeypatch.setattr(transfer, "source_model", lambda *a, **k: None)
+    monkeypatch.setattr(transfer, "check_cache_on_source_task", lambda *a, **k: (1.0, 1.0))
+    start = time.perf_counter()
+    assert cli.main(["--methods", "proxy", "--k", "2", "--seeds", "3", "--steps", "5", "--jobs", "2"]) == 2
+    assert time.perf_counter() - start < 30  # Pool.map waited forever
+    error = capsys.readouterr().err
+    assert "run ('proxy', 2, 1) was lost" in error and "SIGKILL" in error and "--jobs 1" in error, error
