@@ -422,6 +422,7 @@ def read_npz(path):
     except zipfile.BadZipFile as e:
         raise ValueError(f"not an .npz archive ({e})") from None
     with archive:
+        _check_members_apart(archive.infolist(), os.path.getsize(path))
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"member {info.filename!r} is not an array (.npy)")
@@ -435,6 +436,20 @@ def read_npz(path):
                 raise ValueError(f"member {info.filename!r} is damaged ({e})") from None
             arrays[info.filename[:-4]] = _parse_npy(raw, info.filename)
     return arrays
+
+
+def _check_members_apart(members, size):
+    """Members must lie one after another inside the file. A crafted zip can nest them (one member's
+    data holds the next member whole) or point past the end; reading every member would then hold
+    many times the file in memory before anything is refused. Checked before any member is read."""
+    end = 0
+    for info in sorted(members, key=lambda info: info.header_offset):
+        if info.header_offset < end:
+            raise ValueError(f"member {info.filename!r} starts inside the member before it (overlapping members)")
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        end = info.header_offset + 30 + len(name) + info.compress_size  # 30: a local header's fixed part
+        if end > size:
+            raise ValueError(f"member {info.filename!r} ends at byte {end}, past the end of the file ({size} bytes)")
 
 
 def _parse_npy(raw, name):

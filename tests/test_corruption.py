@@ -5,9 +5,12 @@ import io
 import json
 import os
 import pathlib
+import struct
 import subprocess
 import sys
+import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -51,6 +54,35 @@ def huge_shape(raw):
     return raw.replace(b"'shape': (4, 3), }", b"'shape': (4000000000000, 3), }").replace(b" " * 12 + b"\n", b"\n", 1)
 
 
+def nested_members(members, inner):
+    """A zip of stored members that nest: each member's array holds the next member's whole record
+    (header and data), so reading every member reads the same bytes again and again."""
+    names = [f"m{i:03d}.npy".encode() for i in range(members)]
+    record, parts = b"\0" * inner, []
+    for name in reversed(names):
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (len(record),)})
+        data = head.getvalue() + record
+        parts.insert(0, (len(head.getvalue()), data))
+        record = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                             len(name), 0) + name + data
+    central, offset = b"", 0
+    for name, (head, data) in zip(names, parts):
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, zlib.crc32(data), len(data),
+                               len(data), len(name), 0, 0, 0, 0, 0, offset) + name
+        offset += 30 + len(name) + head  # the next member starts inside this one's data
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, members, members, len(central), len(record), 0)
+    return record + central + end
+
+
+def member_size_claims(path, size):
+    """The central directory's first entry claims `size` stored bytes (its data stays where it was)."""
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")
+    raw[entry + 20:entry + 28] = struct.pack("<LL", size, size)  # compressed and uncompressed sizes
+    path.write_bytes(bytes(raw))
+
+
 # Each damage: (how to apply it to a checkpoint holding "w": float32 (4, 3)), the phrase the error must contain.
 DAMAGES = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable"),
@@ -65,6 +97,8 @@ DAMAGES = {
     "an object array inside": (lambda p: edit_member(p, "w.npy", lambda r: r.replace(b"'<f4'", b"'|O' ")),
                                "holds object data"),
     "not a zip at all": (lambda p: p.write_bytes(b"hello"), "not an .npz archive"),
+    "members nested inside each other": (lambda p: p.write_bytes(nested_members(3, 100)), "overlapping members"),
+    "a member claiming more bytes than the file": (lambda p: member_size_claims(p, 2**31), "past the end of the file"),
 }
 
 
@@ -83,6 +117,19 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_the_file(checkpoint, damag
         mt.load(checkpoint)
     message = str(caught.value)
     assert str(checkpoint) in message and phrase in message, message
+
+
+def test_nested_members_are_refused_before_any_is_read(tmp_path):
+    path = tmp_path / "nested.npz"
+    path.write_bytes(nested_members(50, 1 << 20))  # 1 MiB on disk; every member read: 50 MiB in memory
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="overlapping members"):
+            mt.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < path.stat().st_size, f"{peak / path.stat().st_size:.1f}x the file's size in memory"
 
 
 def test_load_of_a_npy_file_is_a_value_error(tmp_path):
