@@ -44,8 +44,9 @@ def atomic_write(path, mode="wb"):
     """Write to a new file at `path` all at once: the data goes to a unique temporary file beside
     it, which is renamed over `path` only when the block ends without error. A crash leaves the
     old file (or none); an error removes the temporary file. A new file gets the permissions
-    open() would give it (0666 less the umask), a file written again keeps its own; a symbolic
-    link is followed; and two writers never share a temporary name."""
+    open() would give it (0666 less the umask), a file written again keeps its own if its owner
+    could read it (an unreadable one gets a new file's); a symbolic link is followed; and two
+    writers never share a temporary name."""
     path = os.fspath(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"{path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
@@ -62,8 +63,9 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if os.path.exists(path):  # a file written again keeps the permissions it had
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        old_mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0
+        if old_mode & stat.S_IRUSR:  # a file written again keeps its permissions, unless its owner could not read it
+            os.chmod(tmp, old_mode)  # (a cache no one can read, copied, would be recomputed on every call)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

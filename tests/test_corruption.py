@@ -169,6 +169,20 @@ def test_saved_files_get_the_umask_permissions(tmp_path):
     assert oct((tmp_path / "x.npz").stat().st_mode & 0o777) == oct(0o644)
 
 
+@pytest.mark.parametrize("before, after", [(0o600, 0o600), (0o640, 0o640), (0o000, 0o644), (0o200, 0o644)])
+def test_a_file_written_again_keeps_its_permissions_unless_unreadable(tmp_path, before, after):
+    path = tmp_path / "x.npz"
+    mt.save({"w": np.ones(2)}, path)
+    path.chmod(before)
+    old = os.umask(0o022)
+    try:
+        mt.save({"w": np.zeros(2)}, path)  # a mode-000 file copied its mode: a cache unreadable on every call
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(after)
+    assert (mt.load(path)["w"] == 0).all()
+
+
 def test_a_temp_file_left_by_a_killed_process_is_never_read(tmp_path):
     d = data.glyphs(source_per_class=30, source_test_per_class=5, target_pool_per_class=5, target_test_per_class=5)
     model = transfer.source_model(d, folder=str(tmp_path), log=quiet)
