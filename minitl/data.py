@@ -256,10 +256,12 @@ class DataLoader:
 
     `device=None` keeps arrays already on the GPU there and sends host arrays to the default
     device. Labels are checked here, while they are still on the host: integer labels must
-    be >= 0 (a loss then checks them against its number of classes).
+    be >= 0 (a loss then checks them against its number of classes). `drop_last` leaves out
+    a last batch smaller than batch_size, as in PyTorch (with shuffle, different examples
+    each epoch).
     """
 
-    def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None):
+    def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None, drop_last=False):
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         x = x if backend.is_array(x) else np.asarray(x)
@@ -279,17 +281,17 @@ class DataLoader:
         device = backend.device_for(device, x)
         # The labels are copied: a change to the caller's array after this check must not reach the batches.
         self.x, self.y = backend.to_device(x, device), backend.to_device(y, device).copy()
-        self.batch_size, self.shuffle = int(batch_size), shuffle
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, bool(drop_last)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
-        return -(-len(self.y) // self.batch_size)
+        return len(self.y) // self.batch_size if self.drop_last else -(-len(self.y) // self.batch_size)
 
     def __iter__(self):
         n = len(self.y)
         # The epoch's order goes to the device once, not a slice of it per batch.
         order = backend.to_device(self.rng.permutation(n), backend.device_of(self.x)) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
             x, y = Tensor._make(self.x[idx]), self.y[idx]
             yield x, Tensor._make(y) if self.classes is None else checked_labels(y, self.classes)

@@ -466,13 +466,23 @@ class Budget:
         return min(max(self.steps, passes), max(self.max_steps, self.steps))
 
 
-def _loader(x, y, budget, seed, device):
-    return DataLoader(x, y, min(budget.batch_size, len(y)), shuffle=True, seed=seed, device=device)
+def _loader(x, y, budget, seed, device, model):
+    """The recipes' shuffled training batches. A batch of one has no variance to normalise with,
+    so for a model whose BatchNorm uses each batch's statistics (a batch-norm TransferCNN being
+    fine-tuned or trained from scratch) a last batch of one is left out, as PyTorch's drop_last
+    does: 65 examples in batches of 32 train on 64 of them each epoch, a different one left out
+    each time. Nothing else changes: every other run gives the same numbers as before."""
+    batch = min(budget.batch_size, len(y))
+    batch_norm = any(getattr(m, "uses_batch_stats", False) for m in model.modules())
+    if batch_norm and batch == 1:
+        raise ValueError(f"batch norm needs at least two examples a batch in training, but the budget's batches "
+                         f"hold one (batch_size {budget.batch_size}, {len(y)} training examples)")
+    return DataLoader(x, y, batch, shuffle=True, seed=seed, device=device, drop_last=batch_norm and len(y) % batch == 1)
 
 
-def _fit(loss_fn, opt, x, y, budget, seed, device, callback):
+def _fit(loss_fn, opt, model, x, y, budget, seed, device, callback):
     """fit() with the budget's steps for this training set and its schedule."""
-    return fit(loss_fn, opt, _loader(x, y, budget, seed, device), budget.steps_for(len(y)), budget.schedule,
+    return fit(loss_fn, opt, _loader(x, y, budget, seed, device, model), budget.steps_for(len(y)), budget.schedule,
                callback)
 
 
@@ -491,7 +501,7 @@ def train_scratch(data, train, budget=Budget(), seed=0, device=None, norm=None, 
     with backend.fork_rng(seed):
         model = TransferCNN(num_classes, in_channels=c, image_size=h, norm=norm, device=device)
     opt = Adam(model.parameters(), lr=budget.lr)
-    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, train.x, train.y, budget, seed, device,
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, model, train.x, train.y, budget, seed, device,
                   callback and (lambda step: callback(step, model)))
     return Result("scratch", accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)
 
@@ -513,7 +523,7 @@ def linear_probe(source, data, train, budget=Budget(), seed=0, device=None, call
         model = nn.Sequential(trunk, new_head(output_size(trunk, data), num_classes, seed, device_for_model(trunk)))
         params = model[1].parameters()
     opt = Adam(params, lr=budget.head_lr)
-    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, train.x, train.y, budget, seed, device,
+    losses = _fit(lambda x, y: F.cross_entropy(model(x), y), opt, model, train.x, train.y, budget, seed, device,
                   callback and (lambda step: callback(step, model)))
     return Result("linear_probe", accuracy(model, data.target_test, device), losses, time.perf_counter() - start,
                   model)
@@ -524,7 +534,7 @@ def train_head(feats, labels, test_feats, test_labels, num_classes, budget=Budge
     (test accuracy, losses, head). What proxy training and the layer probes run."""
     head = new_head(feats.shape[1], num_classes, seed, device)
     opt = Adam(head.parameters(), lr=budget.head_lr)
-    losses = _fit(lambda f, y: F.cross_entropy(head(f), y), opt, feats, labels, budget, seed, device, None)
+    losses = _fit(lambda f, y: F.cross_entropy(head(f), y), opt, head, feats, labels, budget, seed, device, None)
     return accuracy(head, Split(test_feats, test_labels), device), losses, head
 
 
@@ -619,7 +629,7 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
     else:
         def loss_fn(x, y):
             return F.cross_entropy(model(x), y)
-    losses = _fit(loss_fn, opt, train.x, train.y, budget, seed, device,
+    losses = _fit(loss_fn, opt, model, train.x, train.y, budget, seed, device,
                   callback and (lambda step: callback(step, model)))
     method = "fine_tune" if regularizer is None else f"fine_tune+{regularizer}"
     return Result(method, accuracy(model, data.target_test, device), losses, time.perf_counter() - start, model)

@@ -87,6 +87,17 @@ def test_dataloader_covers_every_example_once_per_epoch_in_a_seeded_order(device
     assert xb.device == device and np.array_equal(mt.backend.to_host(xb.data)[:, 0], mt.backend.to_host(yb.data))
 
 
+def test_drop_last_leaves_out_a_short_last_batch_as_pytorch_does(device):
+    y = np.arange(10)
+    loader = data.DataLoader(y[:, None].astype(np.float32), y, batch_size=4, device=device, drop_last=True)
+    assert len(loader) == 2 and [len(b[1]) for b in loader] == [4, 4]
+    assert [len(b[1]) for b in data.DataLoader(y[:, None], y, 5, drop_last=True)] == [5, 5]  # nothing to drop
+    shuffled = data.DataLoader(y[:, None], y, 3, shuffle=True, seed=0, drop_last=True)
+    left_out = [set(range(10)) - set(np.concatenate([b[1].numpy() for b in shuffled])) for _ in range(4)]
+    assert all(len(s) == 1 for s in left_out) and len(set.union(*left_out)) > 1  # a different one each epoch
+    assert len(data.DataLoader(y[:3, None], y[:3], 4, drop_last=True)) == 0
+
+
 def test_dataloader_bad_input():
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         data.DataLoader(np.zeros((3, 1)), np.zeros(2), 2)

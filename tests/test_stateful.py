@@ -126,6 +126,19 @@ def test_a_frozen_bn_backbone_trains_its_head_and_keeps_its_cache_valid(tmp_path
     assert cache.last == "hit"  # the probe's train-mode steps moved no statistic
 
 
+def test_a_batch_norm_model_trains_on_a_set_that_leaves_a_last_batch_of_one():
+    # --norm batch --k 13: 65 examples in batches of 32 left a batch of one, and BatchNorm1d refused it
+    d = data.glyphs(source_per_class=20, source_test_per_class=4, target_pool_per_class=13, target_test_per_class=4)
+    train = data.k_shot(d.target_pool, 13, 0)
+    assert len(train.y) % 32 == 1
+    result = transfer.train_scratch(d, train, transfer.Budget(steps=6, batch_size=32), norm="batch")
+    assert len(result.losses) == 6
+    with pytest.raises(ValueError, match="batch norm needs at least two examples a batch.*batch_size 1"):
+        transfer.train_scratch(d, train, transfer.Budget(steps=6, batch_size=1), norm="batch")
+    plain = transfer._loader(train.x, train.y, transfer.Budget(batch_size=32), 0, "cpu", transfer.model_for(d))
+    assert sum(len(y) for _, y in plain) == 65  # a model without batch statistics keeps every example
+
+
 # ---------------------------------------------------------------- casts
 
 def test_casts_and_gradients_back_in_the_source_dtype(device):

@@ -166,12 +166,17 @@ class _BatchNorm(Module):
         object.__setattr__(self, "stats_frozen", bool(flag))
         return self
 
+    @property
+    def uses_batch_stats(self):
+        """Whether forward normalises with each batch's own statistics (so a batch of one cannot pass)."""
+        return (self.training and not self.stats_frozen) or self.running_mean is None
+
     def forward(self, x):
         with _named_errors(self):
             if getattr(x, "ndim", None) not in self.input_dims:
                 raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
                                  f"shape {getattr(x, 'shape', type(x).__name__)}")
-            use_batch_stats = (self.training and not self.stats_frozen) or self.running_mean is None
+            use_batch_stats = self.uses_batch_stats
             counting = use_batch_stats and self.num_batches_tracked is not None
             momentum = 0.0 if self.momentum is None else self.momentum
             if counting and self.momentum is None:  # a cumulative average needs the count on the host: a sync
