@@ -21,7 +21,7 @@ import numpy as np
 
 import minitl as mt
 import minitl.functional as F
-from minitl import data, training, transfer
+from minitl import backend, data, training, transfer
 from minitl.report import lesson_arguments, picture, save_picture, table
 
 args = lesson_arguments(__doc__, globals().get("__file__"))
@@ -88,27 +88,34 @@ loader = data.DataLoader(glyphs.source_train.x, glyphs.source_train.y, BATCH, sh
 # Each step: the loss of a batch, zero the old gradients, backward, one Adam step.
 # `loss.item()` reads the loss back every step here so we can watch it; minitl's own
 # loops (`training.fit`) read it once at the end, which matters on a GPU.
+#
+# The loop runs inside `backend.blas_threads()`, as `training.fit` does: the same number
+# of BLAS threads (one, unless MINITL_BLAS_THREADS says otherwise). A matrix product split
+# over another number of threads may add its terms in another order, and a thousand steps
+# can grow a last-digit difference into a visible one: the file this lesson saves must hold
+# exactly the weights `transfer.source_model` would train, whichever of the two writes it.
 
 # %%
 losses, checkpoints = [], []
 start = time.perf_counter()
 batches = iter(loader)
-for step in range(1, STEPS + 1):
-    try:
-        x, y = next(batches)
-    except StopIteration:        # an epoch is over: reshuffle
-        batches = iter(loader)
-        x, y = next(batches)
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    losses.append(loss.item())
-    if step % EVAL_EVERY == 0 or step == STEPS:
-        acc = training.accuracy(model, glyphs.source_test, args.device)
-        checkpoints.append([step, sum(losses[-EVAL_EVERY:]) / len(losses[-EVAL_EVERY:]), acc,
-                            f"{time.perf_counter() - start:.1f}"])
-        print(f"step {step:4d}  loss {checkpoints[-1][1]:.3f}  source test accuracy {acc:.3f}")
+with backend.blas_threads():
+    for step in range(1, STEPS + 1):
+        try:
+            x, y = next(batches)
+        except StopIteration:        # an epoch is over: reshuffle
+            batches = iter(loader)
+            x, y = next(batches)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % EVAL_EVERY == 0 or step == STEPS:
+            acc = training.accuracy(model, glyphs.source_test, args.device)
+            checkpoints.append([step, sum(losses[-EVAL_EVERY:]) / len(losses[-EVAL_EVERY:]), acc,
+                                f"{time.perf_counter() - start:.1f}"])
+            print(f"step {step:4d}  loss {checkpoints[-1][1]:.3f}  source test accuracy {acc:.3f}")
 
 # %% [markdown]
 # ## 4. Save the weights under a name made from the recipe

@@ -1,6 +1,7 @@
 """Every lesson runs in quick mode, exits 0, prints its table, draws its pictures (when matplotlib is
 there), opens as a notebook (percent-format cells, no empty markdown cell), and ends with exercises."""
 
+import json
 import os
 import pathlib
 import re
@@ -90,3 +91,34 @@ def test_a_lesson_without_a_usable_gpu_stops_with_one_line():
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "cuda" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_lesson_4_saves_the_weights_transfer_source_model_would_train(tmp_path):
+    """Lesson 4's loop and training.fit run with the same BLAS threads, so they add in the same
+    order: the file both write under one name holds the same weights, whichever wrote it last."""
+    lesson = next(p for p in LESSONS if p.stem.startswith("04_"))
+    script = f"""
+import json, runpy, sys
+import numpy as np
+from threadpoolctl import threadpool_info
+import minitl as mt, minitl.functional as F
+from minitl import data, transfer
+seen, cross_entropy = set(), F.cross_entropy
+def spy(*args, **kwargs):  # the BLAS threads at every training step
+    seen.update(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    return cross_entropy(*args, **kwargs)
+F.cross_entropy = spy
+sys.argv = ["lesson", "--quick"]
+runpy.run_path({str(lesson)!r}, run_name="__main__")
+in_lesson, seen = sorted(seen), set()
+glyphs = data.glyphs(seed=0)
+saved = mt.load(transfer.source_model_path(glyphs, 0, steps=100))
+trained = transfer.train_source(glyphs, steps=100).state_dict()
+same = all(np.array_equal(saved[k], np.asarray(v)) for k, v in trained.items())
+print(json.dumps({{"lesson": in_lesson, "fit": sorted(seen), "same weights": same}}))
+"""
+    env = dict(os.environ, MINITL_CACHE=str(tmp_path), MPLBACKEND="Agg")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["lesson"] == found["fit"] and found["same weights"], found
