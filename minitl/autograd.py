@@ -10,27 +10,32 @@ gradient of its output.
 import builtins
 import contextlib
 import numbers
+import threading
 
 from minitl import backend
 
 # ---------------------------------------------------------------- grad mode
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Per thread, as in PyTorch: a thread evaluating under no_grad leaves another one's training alone."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside this block no op records a graph (evaluation, feature extraction)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Inside this block no op records a graph (evaluation, feature extraction), in this thread."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return _grad_mode.enabled
 
 
 def manual_seed(seed):
@@ -282,7 +287,7 @@ class Function:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{type(self).__name__}: input {i} is a {type(t).__name__}, not a Tensor; "
                                 f"wrap it with mt.tensor(...)")
-        record = _grad_enabled and any(t._requires_grad for t in inputs)
+        record = _grad_mode.enabled and any(t._requires_grad for t in inputs)
         self.needs_grad = tuple(record and t._requires_grad for t in inputs)
         out = Tensor._make(self.forward(*(t.data for t in inputs)), record)
         if self.makes_view and backend.is_array(out.data) and out.data.ndim and \

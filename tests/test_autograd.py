@@ -52,6 +52,29 @@ def test_no_grad_restores_the_mode_after_an_exception():
     assert mt.is_grad_enabled()
 
 
+def test_no_grad_in_one_thread_leaves_another_threads_training_alone():
+    import threading
+    inside, done = threading.Event(), threading.Event()
+
+    def evaluate():  # a thread scoring a model under no_grad while the main thread trains
+        with mt.no_grad():
+            inside.set()
+            done.wait(10)
+
+    evaluator = threading.Thread(target=evaluate)
+    evaluator.start()
+    try:
+        inside.wait(10)
+        x = leaf((2, 2))
+        y = (x * x).sum()  # the mode was global: no graph, and a frozen-looking model
+        assert mt.is_grad_enabled() and y.requires_grad
+        y.backward()
+        np.testing.assert_allclose(x.grad, 2 * x.data)
+    finally:
+        done.set()
+        evaluator.join()
+
+
 def test_a_20000_op_chain_backpropagates_without_recursion_error():
     x = mt.tensor(1.0, requires_grad=True, dtype=mt.float64)
     y = x
