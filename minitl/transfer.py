@@ -299,16 +299,17 @@ class FeatureCache:
 
     Each file holds the features and a manifest keyed on everything that computes them: the
     backbone's structure and hyperparameters (its repr), its weights and buffers, the layer it
-    ends at, a fingerprint of the data, the expected shape and dtype, and the file format;
+    ends at, a fingerprint of the data, the expected shape and dtype, the device that computes
+    them (the CPU's and a GPU's features differ in the last digits) and the file format;
     plus a checksum of the stored feature bytes, verified on every read. A file whose manifest
     does not match is recomputed and says why; so is a truncated, damaged or tampered file.
     Files are written to a temporary name and renamed.
     """
 
-    FORMAT = 3  # the manifest's layout: a file of another format is recomputed (3: module settings in the key)
+    FORMAT = 4  # the manifest's layout: a file of another format is recomputed (4: the device in the key)
     _WHY = {"format": "an older file format", "module": "another backbone structure", "weights":
             "other backbone weights", "layer": "another layer", "data": "other data", "shape": "another feature shape",
-            "dtype": "another dtype"}
+            "dtype": "another dtype", "device": "another device (the CPU and a GPU round differently)"}
 
     def __init__(self, folder=None, log=print):
         self.folder = cache_dir(folder)
@@ -330,7 +331,7 @@ class FeatureCache:
         probe = _one_output(backbone, split.x, device)
         return {"format": self.FORMAT, "module": repr(backbone) + "\n" + module_settings(backbone),
                 "weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint(),
-                "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype)}
+                "shape": [len(split), *probe.shape[1:]], "dtype": str(probe.dtype), "device": device}
 
     def _read(self, path):
         """(manifest, features) of a cache file, or a ValueError saying why it cannot be used."""
@@ -352,7 +353,7 @@ class FeatureCache:
 
     def features(self, backbone, split, name, layer="features", device=None, batch_size=512):
         """backbone's features of split.x (a host array), from disk when the manifest matches.
-        The backbone runs where it is, unless `device` names another device."""
+        The backbone runs where it is (`device`, if given, must be that device)."""
         if len(split) == 0:
             raise ValueError(f"FeatureCache.features: the split {name!r} is empty")
         device = device_for_model(backbone, device)

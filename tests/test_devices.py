@@ -2,6 +2,8 @@
 once broke minitl on a GPU. The "cuda" cases run under the CuPy stand-in on every commit
 (MINITL_CUPY_STANDIN=1, see tests/cupy_standin) and on a real GPU in benchmarks/gpu_check.sh."""
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import CUDA_OK, CUDA_WHY, STANDIN
@@ -212,6 +214,24 @@ def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
     done = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "FATAL" in done.stderr
+
+
+@needs_cuda
+def test_features_cached_on_one_device_are_recomputed_on_the_other_saying_so(tmp_path):
+    """The CPU and a GPU round differently: a head trained on one device's features and scored on
+    the other's would not give the numbers lesson 9 checks exactly."""
+    d = data.glyphs(source_per_class=20, source_test_per_class=4, target_pool_per_class=4, target_test_per_class=4)
+    mt.manual_seed(0)
+    model = transfer.model_for(d, "cpu")
+    said = []
+    cache = transfer.FeatureCache(str(tmp_path), log=said.append)
+    cache.features(model.features, d.target_pool, "pool")
+    on_gpu = copy.deepcopy(model).to("cuda")  # the same weights, on the GPU
+    cache.features(on_gpu.features, d.target_pool, "pool")
+    assert cache.last == "recomputed: it was made for another device (the CPU and a GPU round differently)"
+    assert len(said) == 1 and "another device" in said[0]
+    cache.features(on_gpu.features, d.target_pool, "pool")
+    assert cache.last == "hit"
 
 
 @needs_cuda
