@@ -87,11 +87,19 @@ DEVICES = ("cpu", "cuda")
 
 # ---------------------------------------------------------------- devices
 
+MIN_CUPY = 14  # the CuPy major version minitl's GPU path follows (pyproject's gpu extras pin it too)
+
+
 @functools.lru_cache(maxsize=None)
 def cuda_status():
     """(True, GPU name) when CuPy sees a GPU, else (False, the reason why not)."""
     if cupy is None:
         return False, "CuPy is not installed (pip install 'minitl[gpu]')"
+    major = cupy.__version__.split(".")[0]
+    if not (major.isdecimal() and int(major) >= MIN_CUPY):
+        # CuPy 13 computes cupy.fuse's Python-float scalars in float64 (the fused Adam), among other rules
+        return False, (f"CuPy {cupy.__version__} is installed; minitl needs CuPy {MIN_CUPY} or later, whose rules "
+                       f"it is tested against (pip install 'minitl[gpu]', or 'minitl[gpu-cuda13]' for CUDA 13)")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken

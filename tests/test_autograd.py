@@ -238,6 +238,20 @@ def test_cuda_without_cupy_or_gpu_is_a_clear_error_never_a_fallback():
         mt.tensor([1.0], device="cuda")
 
 
+def test_cupy_older_than_14_is_refused_naming_the_version(monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.setattr(backend, "cupy", SimpleNamespace(__version__="13.6.0"))  # fuse computes in float64 there
+    backend.cuda_status.cache_clear()  # (its answer is kept per process)
+    try:
+        ok, why = backend.cuda_status()
+        assert not ok and "CuPy 13.6.0 is installed; minitl needs CuPy 14 or later" in why
+        with pytest.raises(RuntimeError, match="device 'cuda' was asked for, but CuPy 13.6.0 is installed"):
+            backend.check_device("cuda")
+    finally:
+        monkeypatch.undo()
+        backend.cuda_status.cache_clear()
+
+
 def test_the_default_device_comes_from_MINITL_DEVICE(monkeypatch):
     monkeypatch.setenv("MINITL_DEVICE", "cpu")
     assert mt.tensor([1.0]).device == "cpu" and mt.nn.Linear(2, 2).weight.device == "cpu"

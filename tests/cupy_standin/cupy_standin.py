@@ -22,6 +22,10 @@ What it counts, in COUNTS: `syncs` (the host waits for the device: `.item()`, `i
 as reshape, transpose and basic slicing cost none) and `transfers` (host-to-device copies).
 `forbid_sync()` makes any sync raise DeviceSynchronized.
 
+Which CuPy: 14 (its names are CuPy 14.2.0's; minitl refuses an older CuPy, backend.MIN_CUPY). Inside
+`cupy.fuse` the stand-in computes what NumPy computes, which is CuPy 14's rule for Python-float
+scalars (the array's dtype is kept); CuPy 13 computed them in float64, which no stand-in run shows.
+
 What it cannot show: numerics of CUDA kernels, kernel compilation, memory limits or speed.
 Only a run on a real GPU shows those (`benchmarks/gpu_check.sh`).
 """
