@@ -9,12 +9,16 @@ from hypothesis import HealthCheck, settings
 # case runs on a machine without a GPU. It must come first on the path before minitl.backend is imported;
 # PYTHONPATH carries it to the subprocesses the tests start (lessons, the CLI).
 STANDIN = os.environ.get("MINITL_CUPY_STANDIN") == "1"
+STANDIN_FOLDER = str(pathlib.Path(__file__).parent / "cupy_standin")
 if STANDIN:
     if "minitl.backend" in sys.modules:
         raise RuntimeError("MINITL_CUPY_STANDIN=1 came too late: minitl.backend was imported before conftest.py")
-    folder = str(pathlib.Path(__file__).parent / "cupy_standin")
-    sys.path.insert(0, folder)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+    sys.path.insert(0, STANDIN_FOLDER)
+# The subprocesses the tests start (lessons, the CLI) import the minitl of this checkout, installed
+# or not, and under the stand-in its cupy too.
+ROOT = str(pathlib.Path(__file__).parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (STANDIN_FOLDER if STANDIN else None, ROOT,
+                                                        os.environ.get("PYTHONPATH")) if p)
 
 from minitl import backend  # noqa: E402  (after the stand-in is on the path)
 
@@ -26,8 +30,8 @@ settings.register_profile("thorough", deadline=None, max_examples=500, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 CUDA_OK, CUDA_WHY = backend.cuda_status()
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY))]
+ON_CUDA = pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=ON_CUDA)]
 
 
 @pytest.fixture(params=DEVICES, scope="session")

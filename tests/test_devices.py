@@ -145,13 +145,14 @@ def test_a_transfer_cnn_adam_step_at_batch_32_makes_no_host_sync():
     rng = np.random.default_rng(0)
     loader = data.DataLoader(rng.random((64, 1, 16, 16), dtype=np.float32), rng.integers(0, 5, 64), 32,
                              shuffle=True, seed=0, device="cuda")
-    step = lambda x, y: training.train_step(lambda x, y: F.cross_entropy(model(x), y), opt, x, y)
+    loss_fn = lambda x, y: F.cross_entropy(model(x), y)
     batches = iter(loader)
-    step(*next(batches))  # the first step creates Adam's state
-    x, y = next(batches)
-    with sync_guard():
-        loss = step(x, y)
-    assert np.isfinite(loss.item())
+    training.train_step(loss_fn, opt, *next(batches))  # the first step creates Adam's state
+    with sync_guard():  # drawing the batch too: the loader's indexing and its next epoch's order
+        loss = training.train_step(loss_fn, opt, *next(batches))
+        # fit's own loop: 5 steps over two more epochs, with the cosine schedule (it reads back only at its end)
+        losses = training._steps(loss_fn, opt, loader, 5, "cosine", None, 50, [1e-3])
+    assert np.isfinite(loss.item()) and len(losses) == 5
 
 
 # ---------------------------------------------------------------- labels: checked on the host, never in a step

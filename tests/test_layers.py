@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import host, quiet
+from conftest import ON_CUDA, host, quiet
 
 import minitl as mt
 from minitl import data, transfer
@@ -71,15 +71,17 @@ def test_the_seeds_section_3_read_literally_checks_the_cache(setup, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["glyphs", "digits"])
-def test_python_m_minitl_layers_quick(tmp_path, shared_cache, dataset):
+@pytest.mark.parametrize("dataset, device", [("glyphs", "cpu"), ("digits", "cpu"),
+                                             pytest.param("glyphs", "cuda", marks=ON_CUDA)])
+def test_python_m_minitl_layers_quick(tmp_path, shared_cache, dataset, device):
     if dataset == "digits":
         pytest.importorskip("sklearn")
-    done = subprocess.run([sys.executable, "-m", "minitl", "layers", "--quick", "--dataset", dataset, "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
+    done = subprocess.run([sys.executable, "-m", "minitl", "layers", "--quick", "--dataset", dataset, "--device",
+                           device, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, MINITL_CACHE=shared_cache))
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["device"] == device
     assert list(results["table"]) == ["input", "features.1", "features.2", "features.4", "features.5", "features.8"]
     for row in results["table"].values():
         assert list(row) == ["2", "all"] and all(len(cell["accuracy"]) == 2 for cell in row.values())

@@ -1,6 +1,7 @@
 """minitl.transfer: freezing, the head, the source model cache, the feature cache, regularisers, recipes."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -278,13 +279,23 @@ def run_main(*args, cache):
 
 
 @pytest.mark.slow
-def test_python_m_minitl_quick_runs_end_to_end(tmp_path, shared_cache):
-    done = run_main("--quick", "--out", str(tmp_path / "out"), cache=shared_cache)
+def test_python_m_minitl_quick_runs_end_to_end(tmp_path, shared_cache, device):
+    done = run_main("--quick", "--device", device, "--out", str(tmp_path / "out"), cache=shared_cache)
     assert done.returncode == 0, done.stderr
-    assert "accuracy on the held-out target test set" in done.stdout
+    assert "accuracy on the held-out target test set" in done.stdout and f"device {device}" in done.stdout
     for method in transfer.METHODS:
         assert method in done.stdout
-    assert (tmp_path / "out" / "results.json").exists()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["device"] == device
+
+
+@pytest.mark.slow
+def test_python_m_minitl_norm_batch_runs_end_to_end(tmp_path, shared_cache, device):
+    # k=13: 65 training examples in batches of 32, a last batch of one (left out for batch norm)
+    done = run_main("--quick", "--norm", "batch", "--device", device, "--methods", "scratch,proxy,fine_tune",
+                    "--k", "2,13", "--seeds", "1", cache=shared_cache)
+    assert done.returncode == 0, done.stderr
+    assert "(batch norm)" in done.stdout and f"device {device}" in done.stdout
+    assert all(f"k={k}" in done.stdout for k in (2, 13))
 
 
 @pytest.mark.parametrize("args, message", [
