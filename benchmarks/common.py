@@ -141,8 +141,9 @@ def paired_ratio(a, b):
 
 
 def write_results(name, results, folder=None):
-    """Write results as JSON under benchmarks/results/, named by benchmark and machine."""
-    folder = folder or os.path.join(os.path.dirname(__file__), "results")
+    """Write results as JSON under benchmarks/results/ (or MINITL_BENCH_RESULTS: gpu_check.sh keeps
+    its run's results with its logs), named by benchmark and machine."""
+    folder = folder or os.environ.get("MINITL_BENCH_RESULTS") or os.path.join(os.path.dirname(__file__), "results")
     os.makedirs(folder, exist_ok=True)
     info = machine()
     tag = "".join(ch if ch.isalnum() else "-" for ch in (info["gpu"] or info["cpu"]))[:40].strip("-")

@@ -217,6 +217,15 @@ def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     assert done.returncode == 2 and "FATAL" in done.stderr
 
 
+def test_gpu_check_stages_fit_in_eight_minutes():
+    import pathlib
+    import re
+    script = (pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh").read_text()
+    limits = {name: int(limit) for name, limit in re.findall(r"^stage (\w+) (\d+) ", script, re.M)}
+    assert list(limits)[:3] == ["versions", "check", "probe"] and list(limits)[-1] == "tests", limits
+    assert sum(limits.values()) <= 480, f"{sum(limits.values())} s: {limits}"
+
+
 @needs_cuda
 def test_features_cached_on_one_device_are_recomputed_on_the_other_saying_so(tmp_path):
     """The CPU and a GPU round differently: a head trained on one device's features and scored on
