@@ -285,3 +285,31 @@ def test_replacing_a_child_or_a_parameter_keeps_its_place():
     lin = nn.Linear(2, 2)
     lin.weight = nn.Parameter(lin.weight.data.copy())
     assert [name for name, _ in lin.named_parameters()] == ["weight", "bias"]
+
+
+def test_a_slot_set_to_none_keeps_its_place_and_takes_only_its_own_kind():
+    """As in PyTorch: a child or parameter set to None keeps its slot (the hostile pass put a
+    Sequential's first layer last that way), and a plain tensor assigned to a parameter slot is an
+    error (it silently left named_parameters and the state dict: never trained, never saved)."""
+    mt.manual_seed(0)
+    first = nn.Linear(3, 3)
+    seq = nn.Sequential(first, nn.ReLU(), nn.Linear(3, 1))
+    x = mt.tensor(np.random.default_rng(0).standard_normal((2, 3)), dtype=mt.float32)
+    before = seq(x).numpy()
+    setattr(seq, "0", None)
+    assert list(seq.state_dict()) == ["2.weight", "2.bias"]
+    with pytest.raises(TypeError, match="child '0' is None"):
+        seq(x)
+    setattr(seq, "0", first)
+    assert [name for name, _ in seq.named_children()] == ["0", "1", "2"]
+    np.testing.assert_array_equal(seq(x).numpy(), before)
+    lin = nn.Linear(2, 2)
+    lin.weight = None
+    lin.weight = nn.Parameter(np.ones((2, 2), dtype=np.float32))
+    assert [name for name, _ in lin.named_parameters()] == ["weight", "bias"]
+    for value in (mt.tensor(np.ones((2, 2)), dtype=mt.float32), np.ones((2, 2))):
+        with pytest.raises(TypeError, match="as parameter 'weight' of Linear .a Parameter or None expected"):
+            lin.weight = value
+    with pytest.raises(TypeError, match="as child module '1' of Sequential"):
+        setattr(seq, "1", 5)
+    assert list(lin.state_dict()) == ["weight", "bias"] and lin.weight.shape == (2, 2)

@@ -40,25 +40,31 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
-        if name in self._buffers:  # assigning to a buffer replaces its tensor, it stays a buffer
+        params, modules, buffers = self._parameters, self._modules, self._buffers
+        # As in PyTorch: a name that is already registered keeps its place (a Sequential's order,
+        # the state dict's), also through None; a parameter or child slot takes only its own kind.
+        if isinstance(value, Parameter):
+            modules.pop(name, None), buffers.pop(name, None), self._non_persistent.discard(name)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None), buffers.pop(name, None), self._non_persistent.discard(name)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} of "
+                                f"{type(self).__name__} (a Parameter or None expected): it would not be trained "
+                                f"or saved; wrap it in nn.Parameter(...)")
+            params[name] = None
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign a {type(value).__name__} as child module {name!r} of "
+                                f"{type(self).__name__} (a Module or None expected)")
+            modules[name] = None
+        elif name in buffers:  # assigning to a buffer replaces its tensor, it stays a buffer
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor or None, "
                                 f"not a {type(value).__name__}")
-            self._buffers[name] = value
-            object.__setattr__(self, name, value)
-            return
-        # Replacing a registered child or parameter keeps its place (a Sequential's order), as in PyTorch.
-        if isinstance(value, Parameter) and name in self._parameters:
-            self._parameters[name] = value
-        elif isinstance(value, Module) and name in self._modules:
-            self._modules[name] = value
-        else:
-            self._parameters.pop(name, None)
-            self._modules.pop(name, None)
-            if isinstance(value, Parameter):
-                self._parameters[name] = value
-            elif isinstance(value, Module):
-                self._modules[name] = value
+            buffers[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -97,15 +103,16 @@ class Module:
 
     # ---- walking the tree
     def named_children(self):
-        return iter(self._modules.items())
+        return ((name, m) for name, m in self._modules.items() if m is not None)
 
     def children(self):
-        return iter(self._modules.values())
+        return (m for _, m in self.named_children())
 
     def named_modules(self, prefix=""):
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            if child is not None:  # a slot set to None (as in PyTorch)
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -115,7 +122,7 @@ class Module:
         seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, p in module._parameters.items():
-                if id(p) not in seen:
+                if p is not None and id(p) not in seen:
                     seen.add(id(p))
                     yield (f"{module_name}.{name}" if module_name else name), p
 
@@ -137,8 +144,8 @@ class Module:
         persistent buffers (PyTorch's order and keys)."""
         seen = set()
         for module_name, module in self.named_modules():
-            entries = list(module._parameters.items()) + [(n, b) for n, b in module._buffers.items()
-                                                           if b is not None and n not in module._non_persistent]
+            entries = [(n, p) for n, p in module._parameters.items() if p is not None] + \
+                      [(n, b) for n, b in module._buffers.items() if b is not None and n not in module._non_persistent]
             for name, t in entries:
                 if id(t) not in seen:
                     seen.add(id(t))
@@ -258,7 +265,9 @@ class Sequential(Module):
             setattr(self, str(i), m)
 
     def forward(self, x):
-        for m in self._modules.values():
+        for name, m in self._modules.items():
+            if m is None:
+                raise TypeError(f"Sequential: child {name!r} is None; put a module there before calling it")
             x = m(x)
         return x
 
