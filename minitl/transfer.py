@@ -191,22 +191,51 @@ def extract_features(backbone, loader):
 
 
 def module_settings(module):
-    """Every plain attribute (numbers, strings, bools, None, dtypes, and tuples or lists of them) of
-    every submodule, as text: what a layer's repr may not show (a user's Scale(2.0) without an
-    extra_repr) but its output depends on."""
-    def plain(v):
-        if isinstance(v, (list, tuple)):
-            return all(plain(x) for x in v)
-        return v is None or isinstance(v, (bool, int, float, str)) or backend.is_scalar(v) or \
-            isinstance(v, type(backend.float32))
-    # Mode switches are left out: features are computed in eval mode, where neither changes anything.
-    modes = ("training", "stats_frozen")
+    """Every attribute of every submodule that its output may depend on, as text: what a layer's
+    repr may not show (a user's Scale(2.0) without an extra_repr). Numbers, strings, dtypes and
+    containers of them by value; arrays and tensors that are not registered (a user's
+    `self.mean = mt.tensor(...)`) by a hash of their values; functions set on the instance (a
+    replaced `forward`) by their code and what they close over. A change to a class's code, or to
+    a global that forward reads, is not seen."""
+    modes = ("training", "stats_frozen")  # left out: features are computed in eval mode
     lines = []
     for name, m in module.named_modules():
-        settings = {k: v for k, v in vars(m).items() if not k.startswith("_") and k not in modes and plain(v)}
-        lines.append(f"{name or '.'} {type(m).__module__}.{type(m).__qualname__} "
-                     f"{sorted((k, repr(v)) for k, v in settings.items())}")
+        registered = set(m._parameters) | set(m._buffers) | set(m._modules)  # in the repr and the weights hash
+        settings = sorted((k, _setting(v)) for k, v in vars(m).items()
+                          if not k.startswith("_") and k not in modes and k not in registered)
+        lines.append(f"{name or '.'} {type(m).__module__}.{type(m).__qualname__} {settings}")
     return "\n".join(lines)
+
+
+def _setting(v, depth=0):
+    """A value as text that changes when the value does (module_settings' rules)."""
+    if depth > 8:  # a structure that contains itself
+        return "..."
+    if v is None or isinstance(v, (str, complex, type(backend.float32))) or backend.is_scalar(v):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return f"{type(v).__name__}[{', '.join(_setting(x, depth + 1) for x in v)}]"
+    if isinstance(v, dict):
+        items = sorted((repr(k), _setting(x, depth + 1)) for k, x in v.items())
+        return "{" + ", ".join(f"{k}: {x}" for k, x in items) + "}"
+    if isinstance(v, Tensor):
+        v = v.data
+    if backend.is_array(v):
+        return f"array {v.dtype} {tuple(v.shape)} {_checksum(backend.to_host(v))[:16]}"
+    code = getattr(v, "__code__", None)
+    if code is not None:
+        cells = [c.cell_contents for c in (getattr(v, "__closure__", None) or ())]
+        return f"function {v.__qualname__} {_code_digest(code)} {_setting(cells, depth + 1)}"
+    return f"<{type(v).__module__}.{type(v).__qualname__}>"  # an object minitl cannot look into
+
+
+def _code_digest(code):
+    """A hash of a function's bytecode and constants, nested functions included (a code object's
+    repr holds its memory address, which changes every run)."""
+    h = hashlib.sha256(code.co_code)
+    for const in code.co_consts:
+        h.update((_code_digest(const) if hasattr(const, "co_code") else repr(const)).encode())
+    return h.hexdigest()[:16]
 
 
 def weights_hash(module):
@@ -306,7 +335,7 @@ class FeatureCache:
     Files are written to a temporary name and renamed.
     """
 
-    FORMAT = 4  # the manifest's layout: a file of another format is recomputed (4: the device in the key)
+    FORMAT = 5  # the manifest's layout: a file of another format is recomputed (5: the device, arrays and functions)
     _WHY = {"format": "an older file format", "module": "another backbone structure", "weights":
             "other backbone weights", "layer": "another layer", "data": "other data", "shape": "another feature shape",
             "dtype": "another dtype", "device": "another device (the CPU and a GPU round differently)"}
@@ -325,9 +354,10 @@ class FeatureCache:
         """What the features depend on. The output shape and dtype come from one example."""
         for name, m in backbone.named_modules():
             if isinstance(m, nn.layers._BatchNorm) and m.running_mean is None:
-                raise ValueError(f"FeatureCache: {name or 'the backbone'} ({m!r}) normalises with each batch's own "
-                                 f"statistics, even in eval mode (track_running_stats=False): its features depend "
-                                 f"on the batch they were computed in, so they cannot be cached")
+                raise ValueError(f"FeatureCache: {name or 'the backbone'} ({m!r}) has no running statistics "
+                                 f"(track_running_stats=False, or running_mean set to None), so it normalises with "
+                                 f"each batch's own, even in eval mode: its features depend on the batch they were "
+                                 f"computed in, so they cannot be cached")
         probe = _one_output(backbone, split.x, device)
         return {"format": self.FORMAT, "module": repr(backbone) + "\n" + module_settings(backbone),
                 "weights": weights_hash(backbone), "layer": layer, "data": split.fingerprint(),

@@ -122,6 +122,43 @@ def test_feature_cache_keys_on_what_repr_does_not_show(setup, tmp_path, device):
     assert np.allclose(feats, expected, atol=1e-5)
 
 
+class Hold(nn.Module):
+    """A user's layer whose factor sits in an array, a dict, an unregistered tensor or a function."""
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        f = self.factor
+        f = f["scale"] if isinstance(f, dict) else f.data if isinstance(f, mt.Tensor) else f
+        return x * float(f() if callable(f) else np.asarray(f).ravel()[0])
+
+
+CHANGES = {  # the hostile pass found each one a cache hit with stale features
+    "array replaced": (lambda: np.full(1, 2.0), lambda m: setattr(m, "factor", np.full(1, 3.0))),
+    "array changed in place": (lambda: np.full(1, 2.0), lambda m: m.factor.__setitem__(0, 3.0)),
+    "dict changed in place": (lambda: {"scale": 2.0}, lambda m: m.factor.__setitem__("scale", 3.0)),
+    "unregistered tensor": (lambda: mt.tensor([2.0]), lambda m: setattr(m, "factor", mt.tensor([3.0]))),
+    "function replaced": (lambda: (lambda: 2.0), lambda m: setattr(m, "factor", lambda: 3.0)),
+    "forward replaced on the instance": (lambda: 2.0, lambda m: setattr(m, "forward", lambda x: x * 3.0)),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=list(CHANGES))
+def test_feature_cache_keys_on_arrays_dicts_tensors_and_functions_of_a_layer(setup, tmp_path, change):
+    d, source, _ = setup
+    make, apply = CHANGES[change]
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    backbone = nn.Sequential(source.features, Hold(make()))
+    twice = cache.features(backbone, d.target_pool, "pool")
+    apply(backbone[1])
+    thrice = cache.features(backbone, d.target_pool, "pool")
+    assert cache.last == "recomputed: it was made for another backbone structure"
+    np.testing.assert_allclose(thrice, twice * 1.5, rtol=1e-6)
+    cache.features(backbone, d.target_pool, "pool")
+    assert cache.last == "hit"
+
+
 def test_a_backbone_that_normalises_with_each_batch_is_not_cached(setup, tmp_path):
     """BatchNorm with track_running_stats=False uses each batch's statistics even in eval mode: the
     cache hit at another batch size (issue 18, item 4). Refused, naming the layer."""
