@@ -55,7 +55,16 @@ def _as_array(data, dtype=None, device=None):
         data = data.data
     if backend.is_array(data):
         xp = backend.get_array_module(data)
-        array = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        if dtype is None:
+            array = xp.asarray(data)
+        else:
+            quiet = backend.numpy_host.errstate(over="ignore", invalid="ignore")  # an overflow is reported below
+            with quiet if xp is backend.numpy_host else contextlib.nullcontext():  # (CuPy never warns)
+                array = xp.asarray(data, dtype=dtype)
+            if array.dtype.kind == "f" and data.dtype.kind in "fiu" and \
+                    bool((xp.isinf(array) & ~xp.isinf(xp.asarray(data, dtype=float))).any()):
+                raise OverflowError(f"cannot make a {array.dtype} tensor of these {data.dtype} values: some do not "
+                                    f"fit (the largest {array.dtype} is {_FLOAT_MAX[array.dtype]:.3g})")
         device = backend.device_of(array) if device is None else device
     else:
         if isinstance(data, str) or data is None:
@@ -86,8 +95,28 @@ class Tensor:
         if self.device != "cpu":
             raise TypeError("a CUDA tensor cannot become a NumPy array implicitly: use tensor.numpy() or "
                             "backend.to_host(tensor.data), which copy it to the host")
-        a = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        a = backend.numpy_host.asarray(self.data) if dtype is None else self.data.astype(dtype, copy=False)
         return a.copy() if copy else a
+
+    def __bool__(self):
+        """The truth of a one-element tensor, as in PyTorch; more elements are ambiguous (an error,
+        never the True that len() would give)."""
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is ambiguous: use "
+                               f"(t != 0).any() or (t != 0).all() on the data, or t.item() for one element")
+        return bool(self.data.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __format__(self, spec):
+        """f"{loss:.3f}" formats a one-element tensor's value, as in PyTorch."""
+        if spec and self.data.size == 1:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
 
     def __init__(self, data, requires_grad=False, device=None, dtype=None):
         self.data = _as_array(data, dtype, device)
@@ -289,7 +318,10 @@ class Function:
                                 f"wrap it with mt.tensor(...)")
         record = _grad_mode.enabled and any(t._requires_grad for t in inputs)
         self.needs_grad = tuple(record and t._requires_grad for t in inputs)
-        out = Tensor._make(self.forward(*(t.data for t in inputs)), record)
+        data = self.forward(*(t.data for t in inputs))
+        if isinstance(data, backend.numpy_host.generic):  # NumPy reduces to a scalar, CuPy to a 0-d array:
+            data = backend.numpy_host.asarray(data)      # a 0-d array on both devices
+        out = Tensor._make(data, record)
         if self.makes_view and backend.is_array(out.data) and out.data.ndim and \
                 backend.get_array_module(out.data).may_share_memory(out.data, inputs[0].data):
             out._versions = inputs[0]._versions
@@ -419,6 +451,10 @@ def unbroadcast(g, shape):
 
 # ---------------------------------------------------------------- operands
 
+_INF = float("inf")
+_FLOAT_MAX = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) for t in ("float16", "float32", "float64")}
+
+
 def _lift(x, like):
     """A non-tensor operand as a tensor.
 
@@ -433,9 +469,20 @@ def _lift(x, like):
     if backend.is_scalar(x) or (backend.is_array(x) and x.ndim == 0):
         kind = backend.as_dtype(x.dtype if hasattr(x, "dtype") else type(x)).kind
         dtype = like.dtype if backend.is_float(like.dtype) or kind != "f" else backend.float32
+        if dtype.kind == "b" and kind != "b":  # True + 1 is 2, as in NumPy and PyTorch: not True
+            dtype = backend.float32 if kind == "f" else backend.int64
         if backend.device_of(x) == "cuda":
             return Tensor._make(x.astype(dtype, copy=False))
-        return Tensor._make(dtype.type(x[()] if hasattr(x, "ndim") else x))
+        value = x[()] if hasattr(x, "ndim") else x
+        size = abs(value if isinstance(value, int) else float(value))  # (a NumPy float32 would compare in float32)
+        if dtype.kind == "f" and _FLOAT_MAX.get(dtype, _INF) < size < _INF:  # inf and nan are values too
+            raise OverflowError(f"the number {value!r} does not fit in {dtype}, the dtype of the tensor beside it "
+                                f"(its largest is {_FLOAT_MAX[dtype]:.3g}): it would become inf")
+        try:
+            return Tensor._make(dtype.type(value))
+        except OverflowError:
+            raise OverflowError(f"the number {value!r} does not fit in {dtype}, the dtype of the tensor beside "
+                                f"it") from None
     return Tensor(x, device=like.device) if not backend.is_array(x) else Tensor._make(x)
 
 
@@ -600,8 +647,11 @@ class Pow(Function):
 
 
 def pow(x, c):
-    if isinstance(c, Tensor) or not isinstance(c, (int, float)):
+    if isinstance(c, Tensor) or isinstance(c, bool) or not isinstance(c, (int, float)):
         raise TypeError(f"pow: the exponent must be a Python number, got {type(c).__name__}")
+    c = float(c) if isinstance(c, float) else int(c)  # np.float64(2) would make a float32 tensor float64
+    if isinstance(c, float) and not backend.is_float(x.dtype):
+        x = x.float()  # an integer tensor to a float power: float32, as in PyTorch (NumPy gives float64)
     return Pow(c)(x)
 
 

@@ -123,7 +123,10 @@ class Optimizer:
                 if name == "step":
                     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                         raise ValueError(f"{where}: parameter {i} has step {v!r}, expected an integer >= 0")
-                elif not backend.is_array(v) or tuple(v.shape) != params[int(i)].shape:
+                elif not backend.is_array(v) or backend.is_scalar(v):
+                    raise ValueError(f"{where}: state {name!r} of parameter {i} is a {type(v).__name__}, not an "
+                                     f"array (a tensor's .data)")
+                elif tuple(v.shape) != params[int(i)].shape:
                     raise ValueError(f"{where}: state {name!r} of parameter {i} has shape "
                                      f"{tuple(getattr(v, 'shape', ()))}, the parameter has {params[int(i)].shape}")
                 elif v.dtype.kind != "f" or not bool(backend.get_array_module(v).isfinite(v).all()):
@@ -141,9 +144,10 @@ class Optimizer:
             self.check_group(merged, f"{where}: parameter group {i}")
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
-        self.state = {id(params[int(i)]): {n: (backend.to_device(v, params[int(i)].device).copy()
-                                               if hasattr(v, "shape") else v) for n, v in s.items()}
-                      for i, s in state_dict["state"].items()}
+        # state takes its parameter's device and dtype (float64 state would make a float32 step float64), as in PyTorch
+        self.state = {id(p): {n: (backend.to_device(v, p.device).astype(p.dtype, copy=True) if hasattr(v, "shape")
+                                  else v) for n, v in s.items()}
+                      for p, s in ((params[int(i)], s) for i, s in state_dict["state"].items())}
 
 
 class SGD(Optimizer):
@@ -159,6 +163,8 @@ class SGD(Optimizer):
         check_number(where, "learning rate", group["lr"])
         check_number(where, "momentum value", group["momentum"])
         check_number(where, "weight_decay value", group["weight_decay"])
+        for k in ("lr", "momentum", "weight_decay"):  # a NumPy float64 would make float32 state float64
+            group[k] = float(group[k])
         if not isinstance(group["nesterov"], bool):
             raise TypeError(f"{where}: nesterov must be True or False, got {group['nesterov']!r}")
         if group["nesterov"] and group["momentum"] == 0:
@@ -209,7 +215,9 @@ class Adam(Optimizer):
             raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
         for i, b in enumerate(betas):
             check_number(where, f"beta parameter at index {i}", b, high=1)
-        group["betas"] = tuple(betas)
+        group["betas"] = tuple(float(b) for b in betas)
+        for k in ("lr", "eps", "weight_decay"):  # a NumPy float64 would make float32 state float64
+            group[k] = float(group[k])
 
     def _update(self, p, g, group, state):
         xp = backend.get_array_module(p.data)

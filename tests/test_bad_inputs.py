@@ -565,3 +565,83 @@ def test_a_killed_worker_is_named_and_the_comparison_exits_within_seconds(monkey
     assert time.perf_counter() - start < 30  # Pool.map waited forever
     error = capsys.readouterr().err
     assert "run ('proxy', 2, 1) was lost" in error and "SIGKILL" in error and "--jobs 1" in error, error
+
+
+# ---------------------------------------------------------------- the hostile pass of 2026-12-06
+
+def test_a_tensor_converts_as_pytorch_does():
+    s = t(3).sum()
+    assert type(s.data) is np.ndarray and s.data.shape == ()  # NumPy's scalar made np.asarray(s) fail
+    assert np.asarray(s) == 3.0 and float(s) == 3.0 and int(s) == 3 and f"{s:.2f}" == "3.00" and bool(s)
+    assert not bool(mt.tensor(np.zeros((1, 1))))
+    with pytest.raises(RuntimeError, match=r"truth value of a tensor of shape \(2, 3\) is ambiguous"):
+        bool(mt.tensor(np.zeros((2, 3))))  # len() made it True
+
+
+def test_a_bool_tensor_promotes_as_numpy_and_pytorch_do():
+    b = mt.tensor(np.array([True, False]))
+    assert (b + 1).data.tolist() == [2, 1] and (b * 3).data.tolist() == [3, 0]  # were [True, True], [True, False]
+    assert (b + 0.5).dtype == mt.float32 and (b + True).dtype == np.bool_
+
+
+def test_no_float64_from_numpy_hyperparameters_or_state():
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    y = x ** np.float64(2)
+    y.sum().backward()
+    assert y.dtype == mt.float32 and x.grad.dtype == np.float32
+    assert (mt.tensor(np.arange(3)) ** 0.5).dtype == mt.float32
+    lin = nn.Linear(2, 3)
+    sgd = mt.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, weight_decay=np.float64(0.01))
+    adam = mt.optim.Adam(lin.parameters(), lr=np.float64(1e-3))
+    lin(t(1, 2)).sum().backward()
+    sgd.step()
+    adam.step()
+    state = adam.state_dict()
+    state["state"][0]["exp_avg"] = state["state"][0]["exp_avg"].astype(np.float64)
+    adam.load_state_dict(state)  # PyTorch casts state to its parameter's dtype
+    adam.step()
+    assert {v.dtype for s in (*sgd.state.values(), *adam.state.values()) for v in s.values()
+            if hasattr(v, "dtype")} == {np.dtype(np.float32)}
+    assert lin.weight.dtype == mt.float32
+
+
+OVERFLOWS = {
+    "a huge Python float beside float32": (lambda: t(2) + 1e300, "1e\\+300 does not fit in float32"),
+    "a huge Python int beside float32": (lambda: t(2) * 2**200, "does not fit in float32"),
+    "an int beyond int8 beside int8": (lambda: mt.tensor(np.array([100], np.int8)) + 200, "200 does not fit in int8"),
+    "a float64 array made float32": (lambda: mt.tensor(np.array([1e39]), dtype=mt.float32), "some do not fit"),
+    "a float64 state entry into float32": (lambda: load_into_linear(np.full(2, 1e300)),
+                                           "values as large as 1e\\+300 do not fit its float32"),
+}
+
+
+@pytest.mark.parametrize("case", OVERFLOWS, ids=list(OVERFLOWS))
+def test_numbers_that_do_not_fit_are_refused_not_made_inf(case):
+    fn, phrase = OVERFLOWS[case]
+    with pytest.raises((OverflowError, ValueError), match=phrase):
+        fn()
+    assert np.isinf((t(2) + float("inf")).data).all()  # infinity itself is a value
+
+
+@pytest.mark.parametrize("key, value", [("running_var", -np.ones(3, np.float32)),
+                                        ("num_batches_tracked", np.array(-3))])
+def test_batch_norm_refuses_negative_statistics_at_load(key, value):
+    bn = nn.BatchNorm1d(3)
+    state = {k: np.asarray(v) for k, v in bn.state_dict().items()}
+    state[key] = value
+    with pytest.raises(ValueError, match=f"{key}: negative values"):
+        bn.load_state_dict(state)
+    assert (np.asarray(bn.running_var) == 1).all() and int(bn.num_batches_tracked.item()) == 0
+
+
+@pytest.mark.parametrize("value, phrase", [([[0.0] * 2] * 3, "is a list, not an array"),
+                                           (mt.tensor(np.zeros((3, 2))), "is a Tensor, not an array")])
+def test_optimizer_state_of_the_wrong_kind_is_named_by_its_kind(value, phrase):
+    lin = nn.Linear(2, 3)
+    adam = mt.optim.Adam(lin.parameters())
+    lin(t(1, 2)).sum().backward()
+    adam.step()
+    state = adam.state_dict()
+    state["state"][0]["exp_avg"] = value  # said "has shape (), the parameter has (3, 2)"
+    with pytest.raises(ValueError, match=phrase):
+        adam.load_state_dict(state)

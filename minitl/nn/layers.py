@@ -161,6 +161,14 @@ class _BatchNorm(Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
+    def check_state(self, values, prefix):
+        """What load_state_dict refuses for this layer: a negative running variance (eval-mode output
+        would be NaN) or batch count. `values` are the entries about to load, by local name."""
+        name = (prefix + ".") if prefix else ""
+        return [f"{name}{key}: negative values ({what} is never negative)"
+                for key, what in (("running_var", "a variance"), ("num_batches_tracked", "a count"))
+                if key in values and values[key].size and bool((values[key] < 0).any())]
+
     def freeze_statistics(self, flag=True):
         """Normalise with the running statistics and never update them, in any mode (flag=False undoes it)."""
         object.__setattr__(self, "stats_frozen", bool(flag))

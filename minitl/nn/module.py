@@ -227,8 +227,16 @@ class Module:
                                 f"{p.dtype} (they would wrap around)")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"{name}: shape {tuple(value.shape)} in the state dict, {p.shape} in the model")
+            elif p.dtype.kind == "f" and _too_large(value, p.dtype):
+                problems.append(f"{name}: values as large as {float(abs(value).max()):.3g} do not fit its {p.dtype} "
+                                f"(they would become inf)")
             else:
                 values[name] = value
+        for prefix, module in self.named_modules():  # what a layer knows is wrong (a negative variance)
+            check = getattr(module, "check_state", None)
+            if check is not None:
+                problems += check({k[len(prefix) + 1:] if prefix else k: v for k, v in values.items()
+                                   if not prefix or k.startswith(prefix + ".")}, prefix)
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         for name, value in values.items():
@@ -248,6 +256,13 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
+
+
+def _too_large(value, dtype):
+    """Whether a finite value would become inf in the float dtype (1e300 into float32)."""
+    xp = backend.get_array_module(value)
+    finite = value[xp.isfinite(value)] if value.dtype.kind == "f" else value
+    return bool(finite.size) and float(abs(finite).max()) > float(backend.numpy_host.finfo(dtype).max)
 
 
 def _fits(value, dtype):
