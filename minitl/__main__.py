@@ -8,11 +8,12 @@ import sys
 
 
 def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    """argparse type: an integer >= 1, in ASCII digits (int() also reads '٣' as 3; --k and
+    MINITL_BLAS_THREADS do not)."""
+    digits = text.strip().lstrip("+-")
+    if not (text.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value

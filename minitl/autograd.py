@@ -9,6 +9,7 @@ gradient of its output.
 
 import builtins
 import contextlib
+import functools
 import numbers
 import threading
 
@@ -24,14 +25,33 @@ class _GradMode(threading.local):
 _grad_mode = _GradMode()
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Inside this block no op records a graph (evaluation, feature extraction), in this thread."""
-    previous, _grad_mode.enabled = _grad_mode.enabled, False
-    try:
-        yield
-    finally:
-        _grad_mode.enabled = previous
+class no_grad:
+    """Inside `with no_grad():` no op records a graph (evaluation, feature extraction), in this
+    thread. As in PyTorch, one object can be entered again and again, and it decorates a
+    function with or without parentheses (`@no_grad()`, `@no_grad`)."""
+
+    def __new__(cls, fn=None):
+        if fn is None:
+            return super().__new__(cls)
+        if not callable(fn):
+            raise TypeError(f"no_grad takes no arguments (or decorates a function), got {fn!r}")
+
+        @functools.wraps(fn)
+        def without_grad(*args, **kwargs):
+            with cls():
+                return fn(*args, **kwargs)
+        return without_grad
+
+    def __enter__(self):
+        self._previous = getattr(self, "_previous", [])  # a stack: nested entries of one object
+        self._previous.append(_grad_mode.enabled)
+        _grad_mode.enabled = False
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self._previous.pop()
+
+    def __call__(self, fn):
+        return no_grad(fn)
 
 
 def is_grad_enabled():

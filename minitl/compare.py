@@ -55,11 +55,19 @@ def parse_methods(text):
     return methods
 
 
+MAX_SEEDS, MAX_STEPS = 1000, 1_000_000
+
+
 def check_run_options(dataset, ks, seeds, steps, out):
     """Everything a table's options can get wrong, checked before any work; returns the dataset."""
     for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    # Each seed runs every cell again, each step is a training step of every run: beyond these a table
+    # takes days, and a list of 10**20 runs fills memory before the first one starts.
+    for name, value, most in (("seeds", seeds, MAX_SEEDS), ("steps", steps or 1, MAX_STEPS)):
+        if value > most:
+            raise ValueError(f"{name}={value} is more than {most}: a table of that size would take days")
     if out is not None:
         check_out_folder(out)
     data = load_dataset(dataset)

@@ -116,6 +116,16 @@ class Split:
     x: object
     y: object
 
+    def __post_init__(self):
+        shapes = [getattr(a, "shape", None) for a in (self.x, self.y)]
+        if None in shapes or len(shapes[0]) < 1:
+            raise TypeError(f"Split: x and y must be arrays, x with a batch axis; got "
+                            f"{type(self.x).__name__} and {type(self.y).__name__}")
+        if len(shapes[1]) != 1:
+            raise ValueError(f"Split: y must be 1-D labels, got shape {shapes[1]}")
+        if shapes[0][0] != shapes[1][0]:  # k_shot would pair images with other images' labels
+            raise ValueError(f"Split: x has {shapes[0][0]} examples but y has {shapes[1][0]}")
+
     def __len__(self):
         return len(self.y)
 
@@ -224,6 +234,8 @@ def k_shot_indices(pool, k, seed=0):
         return np.arange(len(pool))
     if not is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer or 'all', got {k!r}")
+    if seed is not None and (not is_int(seed) or seed < 0):
+        raise ValueError(f"k_shot: seed must be an integer >= 0 (or None), got {seed!r}")
     k = int(k)
     if len(pool.y) == 0:
         raise ValueError("k_shot: the pool has no examples")
@@ -231,7 +243,14 @@ def k_shot_indices(pool, k, seed=0):
         i = int(np.argmin(pool.y))
         raise ValueError(f"k_shot: labels must be class indices 0, 1, ...; the pool has label {pool.y[i].item()} "
                          f"at position {i}")
+    if int(pool.y.max()) >= len(pool.y):  # (and np.bincount of a label like 2**62 would fill memory)
+        i = int(np.argmax(pool.y))
+        raise ValueError(f"k_shot: the pool has label {int(pool.y[i])} at position {i}, but only {len(pool.y)} "
+                         f"examples: classes 0 to {int(pool.y[i])} cannot all have one")
     counts = np.bincount(pool.y)
+    if counts.min() == 0:
+        raise ValueError(f"k_shot: class {int(np.argmin(counts))} has no examples in the pool (labels are class "
+                         f"indices 0, 1, ..., and every class up to the largest label needs examples)")
     if k > counts.min():
         raise ValueError(f"k={k} is more than the {counts.min()} examples per class the pool has "
                          f"(use k <= {counts.min()} or 'all')")

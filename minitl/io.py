@@ -8,7 +8,8 @@ import stat
 from minitl import backend
 from minitl.autograd import Tensor
 
-_MARK = "__minitl_format__"  # a key that tells our files from any other .npz
+_MARK = "__minitl_format__"  # a key that tells our files from any other .npz, holding the format
+FORMAT = 1
 
 
 def save(state_dict, path):
@@ -31,7 +32,7 @@ def save(state_dict, path):
         if value.dtype.hasobject or value.dtype.kind not in "biufc":
             raise TypeError(f"save: {name!r} holds {value.dtype} data; only arrays of numbers can be saved")
         arrays[name] = backend.to_host(value)
-    arrays[_MARK] = backend.numpy_host.asarray(1)
+    arrays[_MARK] = backend.numpy_host.asarray(FORMAT)
     path = os.fspath(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"save: {path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
@@ -92,6 +93,10 @@ def load(path):
         raise ValueError(f"load: {path} is not a readable minitl checkpoint: {e}") from None
     except OSError as e:
         raise ValueError(f"load: {path} cannot be read: {e}") from None
-    if arrays.pop(_MARK, None) is None:
+    mark = arrays.pop(_MARK, None)
+    if mark is None:
         raise ValueError(f"load: {path} is an .npz but was not written by minitl.save")
+    if mark.shape != () or mark.dtype.kind not in "iu" or int(mark) != FORMAT:
+        raise ValueError(f"load: {path} says it is minitl file format {mark.tolist()!r}; this minitl reads "
+                         f"format {FORMAT}")
     return arrays

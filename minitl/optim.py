@@ -15,6 +15,13 @@ def check_number(where, what, value, high=None):
         raise ValueError(f"{where}: Invalid {what}: {value!r} (expected {bound})")
 
 
+def _describe(value):
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        kind = f"{type(value).__module__.split('.')[0]} {type(value).__name__}"
+        return f"a {kind} of shape {tuple(value.shape)} ({value.dtype})"
+    return f"a {type(value).__name__}"
+
+
 class Optimizer:
     """Holds parameter groups (dicts with "params" and their own hyperparameters).
 
@@ -72,11 +79,17 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.requires_grad and p.grad is not None:  # frozen: bit-identical, whatever the state
-                    self._update(p, p.grad, group, self._state_of(p))
-                    p.bump_version()  # a graph that saved p's old values can no longer backward
+        todo = [(p, group) for group in self.param_groups for p in group["params"]
+                if p.requires_grad and p.grad is not None]  # frozen: bit-identical, whatever the state
+        for p, _ in todo:  # all checked before any parameter moves
+            g = p.grad
+            if type(g) is not type(p.data) or g.shape != p.data.shape or g.dtype != p.data.dtype:
+                raise TypeError(f"{type(self).__name__}.step: a parameter of shape {p.shape} ({p.dtype}) has a .grad "
+                                f"that is {_describe(g)}; a gradient is an array of the parameter's shape, dtype and "
+                                f"device (assign tensor.data, not a Tensor)")
+        for p, group in todo:
+            self._update(p, p.grad, group, self._state_of(p))
+            p.bump_version()  # a graph that saved p's old values can no longer backward
 
     def _state_of(self, p):
         """p's state, on p's device: after `model.to(device)` the next step moves the state

@@ -78,10 +78,12 @@ def table(headers, rows):
 
 
 def mean_std(values):
-    """"0.912 ± 0.013": the mean and the sample standard deviation (0 for one value)."""
+    """"0.912 ± 0.013": the mean and the sample standard deviation; "0.912 (1 seed)" for one value,
+    whose spread is not zero but unknown."""
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {std:.3f}"
+    if len(values) == 1:
+        return f"{mean:.3f} (1 seed)"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
 
 
 def in_notebook():
@@ -96,10 +98,18 @@ def pyplot():
         import matplotlib
     except ImportError:
         return None
-    if not in_notebook():
+    if not in_notebook() and not _backend_chosen(matplotlib):
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _backend_chosen(matplotlib):
+    """Whether a backend was already picked (MPLBACKEND, matplotlib.use, pyplot imported): then it is the user's."""
+    if os.environ.get("MPLBACKEND"):
+        return True
+    chosen = getattr(matplotlib.rcParams, "_get_backend_or_none", None)  # (matplotlib >= 3.5)
+    return chosen is not None and chosen() is not None
 
 
 def save_figure(fig, folder, name):

@@ -97,8 +97,13 @@ def _steps(loss_fn, optimizer, loader, steps, schedule, callback, every, base):
             except StopIteration:
                 batches = iter(loader)
                 x, y = next(batches, (None, None))
-                if x is None:
+                if x is None and step == 0:
                     raise ValueError("fit: the loader gave no batch (an empty dataset or iterable)") from None
+                if x is None:  # fit goes over the loader again for each epoch: an iterator cannot
+                    raise ValueError(f"fit: the loader ran out after {step} of {steps} steps and gave nothing when "
+                                     f"iterated again (a one-shot iterator or generator?): pass something that "
+                                     f"can be iterated once per epoch, such as a DataLoader or a list of batches; "
+                                     f"the first {step} steps were taken") from None
             losses.append(train_step(loss_fn, optimizer, x, y).data)
             if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
                 callback(step + 1)

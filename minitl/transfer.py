@@ -481,13 +481,18 @@ class Budget:
     def __post_init__(self):
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"Budget: {name} must be a positive integer, got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Budget: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not is_int(self.max_steps) or self.max_steps < 0:
             raise ValueError(f"Budget: max_steps must be an integer >= 0 (0: no more than steps), got "
                              f"{self.max_steps!r}")
+        if 0 < self.max_steps < self.steps:  # steps_for would quietly run `steps`, past the cap
+            raise ValueError(f"Budget: max_steps={self.max_steps} is below steps={self.steps}: a run takes at least "
+                             f"`steps` and at most `max_steps` (0: no more than steps)")
+        for name in ("steps", "batch_size", "max_steps"):  # np.int64(3) is welcome, and is kept as 3
+            object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("epochs", "lr", "head_lr", "backbone_lr_scale"):
             check_number("Budget", name, getattr(self, name))
 

@@ -46,6 +46,26 @@ def test_no_grad_records_nothing_and_restores_the_mode():
     assert not y.requires_grad and y._creator is None
 
 
+def test_one_no_grad_object_is_reusable_and_decorates_with_or_without_parentheses():
+    ng = mt.no_grad()
+    for _ in range(2):  # the second `with` failed: a generator-based context manager runs once
+        with ng:
+            with ng:
+                assert not mt.is_grad_enabled()
+            assert not mt.is_grad_enabled()
+        assert mt.is_grad_enabled()
+
+    @mt.no_grad
+    def bare():
+        return mt.is_grad_enabled()
+
+    @mt.no_grad()
+    def called():
+        return mt.is_grad_enabled()
+
+    assert bare() is False and called() is False and mt.is_grad_enabled() and bare.__name__ == "bare"
+
+
 def test_no_grad_restores_the_mode_after_an_exception():
     with pytest.raises(ZeroDivisionError), mt.no_grad():
         raise ZeroDivisionError

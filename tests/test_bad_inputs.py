@@ -167,8 +167,9 @@ LATER_CASES = [
      "batch_norm: the input is int64"),
     ("integers into mse_loss (would overflow)", lambda: F.mse_loss(t(2, dtype=np.uint8), t(2, dtype=np.uint8)),
      TypeError, "mse_loss: the input is uint8"),
-    ("labels of shape (n, 1) to accuracy", lambda: training.accuracy(nn.Linear(4, 2), data.Split(
-        np.zeros((3, 4), np.float32), np.zeros((3, 1), np.int64))), ValueError, "labels have shape (3, 1)"),
+    ("labels of shape (n, 1) in a Split", lambda: training.accuracy(nn.Linear(4, 2), data.Split(
+        np.zeros((3, 4), np.float32), np.zeros((3, 1), np.int64))), ValueError,
+     "y must be 1-D labels, got shape (3, 1)"),
     ("momentum None in F.batch_norm", lambda: F.batch_norm(t(4, 2), None, None, training=True, momentum=None),
      ValueError, "momentum must be a number in [0, 1]"),
     ("momentum True in BatchNorm", lambda: nn.BatchNorm1d(2, momentum=True), ValueError, "momentum must be a number"),
@@ -645,3 +646,85 @@ def test_optimizer_state_of_the_wrong_kind_is_named_by_its_kind(value, phrase):
     state["state"][0]["exp_avg"] = value  # said "has shape (), the parameter has (3, 2)"
     with pytest.raises(ValueError, match=phrase):
         adam.load_state_dict(state)
+
+
+class OddError(ValueError):
+    """An exception whose constructor takes other arguments (as NumPy's casting errors do)."""
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def test_layer_errors_name_the_layer_whatever_the_exception_class():
+    from minitl.nn.layers import _named_errors
+    with pytest.raises(ValueError, match=r"Linear\(in_features=1.*: x and y"):
+        with _named_errors(nn.Linear(1, 1)):
+            raise OddError("x", "y")  # broke the wrapper itself: TypeError, __init__() missing arguments
+    with pytest.raises(TypeError, match=r"ReLU\(\): relu: the input is bool"):
+        nn.ReLU()(mt.tensor(np.ones((1, 2), dtype=bool)))
+    with pytest.raises(TypeError, match=r"Dropout\(p=0.5\): dropout: the input is int64"):
+        nn.Dropout(0.5)(mt.tensor(np.ones(3, dtype=np.int64)))
+
+
+def test_fit_over_a_one_shot_iterator_says_what_ran_out():
+    lin = nn.Linear(2, 2)
+    batches = iter([(t(4, 2), np.array([0, 1, 0, 1]))])
+    with pytest.raises(ValueError, match="ran out after 1 of 3 steps.*one-shot iterator"):
+        training.fit(lambda x, y: F.cross_entropy(lin(x), y), mt.optim.SGD(lin.parameters(), lr=0.1), batches, 3)
+
+
+def test_budget_takes_numpy_integers_and_refuses_a_cap_below_its_steps():
+    b = transfer.Budget(steps=np.int64(3), batch_size=np.int64(8))
+    assert (b.steps, b.batch_size) == (3, 8) and type(b.steps) is int
+    with pytest.raises(ValueError, match="max_steps=1 is below steps=5"):
+        transfer.Budget(steps=5, max_steps=1)  # ran 5 steps, its docstring says at most max_steps
+
+
+SPLITS = {
+    "x and y of different lengths": (lambda: data.Split(np.zeros((10, 1)), np.zeros(5, np.int64)),
+                                     "x has 10 examples but y has 5"),
+    "2-D labels": (lambda: data.Split(np.zeros((4, 1)), np.zeros((4, 1), np.int64)), "y must be 1-D"),
+    "a class with no examples": (lambda: data.k_shot(data.Split(np.zeros((4, 1)), np.array([0, 2, 0, 2])), 1),
+                                 "class 1 has no examples"),
+    "a label far beyond the pool": (lambda: data.k_shot(data.Split(np.zeros((4, 1)), np.array([0, 1, 0, 2**62])), 1),
+                                    "label 4611686018427387904 at position 3, but only 4 examples"),
+    "a negative seed": (lambda: data.k_shot(data.Split(np.zeros((4, 1)), np.array([0, 1, 0, 1])), 1, seed=-1),
+                        "seed must be an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", SPLITS, ids=list(SPLITS))
+def test_splits_and_k_shot_name_what_is_wrong(case):
+    fn, phrase = SPLITS[case]
+    with pytest.raises(ValueError, match=phrase):
+        fn()
+
+
+def test_an_optimizer_step_checks_every_gradient_before_moving_any():
+    lin = nn.Linear(2, 3)
+    opt = mt.optim.SGD(lin.parameters(), lr=0.1)
+    before = lin.weight.numpy().copy(), lin.bias.numpy().copy()
+    for bad in (mt.tensor(np.ones(3), dtype=mt.float32), np.ones(1, np.float32), np.ones(3)):
+        lin.weight.grad, lin.bias.grad = np.ones((3, 2), np.float32), bad  # a (1,) gradient would broadcast
+        with pytest.raises(TypeError, match=r"a parameter of shape \(3,\) \(float32\) has a .grad that is"):
+            opt.step()
+    assert np.array_equal(lin.weight.numpy(), before[0]) and np.array_equal(lin.bias.numpy(), before[1])
+
+
+@pytest.mark.parametrize("mark", [0, 2, -1, 1.0])
+def test_a_checkpoint_of_another_format_is_refused(tmp_path, mark):
+    from minitl import backend
+    path = str(tmp_path / "x.npz")
+    backend.write_npz(path, {"w": np.ones(2), "__minitl_format__": np.asarray(mark)})
+    with pytest.raises(ValueError, match=f"says it is minitl file format {mark!r}; this minitl reads format 1"):
+        mt.load(path)
+
+
+def test_one_seed_shows_no_spread_and_a_chosen_plot_backend_is_kept(monkeypatch):
+    from minitl import report
+    assert report.mean_std([0.4391]) == "0.439 (1 seed)" and report.mean_std([0.4, 0.6]) == "0.500 ± 0.141"
+    matplotlib = pytest.importorskip("matplotlib")
+    switched = []
+    monkeypatch.setattr(matplotlib, "use", lambda backend, *a, **k: switched.append(backend))
+    monkeypatch.setenv("MPLBACKEND", "svg")
+    report.pyplot()
+    assert switched == []  # forced Agg over the user's choice

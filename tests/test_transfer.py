@@ -346,6 +346,9 @@ def test_python_m_minitl_norm_batch_runs_end_to_end(tmp_path, shared_cache, devi
     (("--steps", "0"), "argument --steps: must be >= 1, got 0"),
     (("--seeds", "0"), "argument --seeds: must be >= 1, got 0"),
     (("--seeds", "-1"), "argument --seeds: must be >= 1, got -1"),
+    (("--seeds", "٣"), "argument --seeds: '٣' is not an integer"),  # int() read it as 3
+    (("--seeds", "99999999999999999999"), "seeds=99999999999999999999 is more than 1000"),  # filled memory
+    (("--steps", "2000000"), "steps=2000000 is more than 1000000"),
     (("--methods", "proxy,proxy"), "a method is given twice"),
     (("--out", "FILE"), "is a file, not a folder"),
     (("--device", "tpu"), "unknown device 'tpu'"),

@@ -18,6 +18,8 @@ class ReLUFunction(Function):
 
 
 def relu(x):
+    if isinstance(x, Tensor) and x.dtype.kind == "b":
+        raise TypeError("relu: the input is bool; convert it first with x.float() or x.to(mt.float32)")
     return ReLUFunction()(x)
 
 

@@ -16,7 +16,11 @@ def _named_errors(layer):
     try:
         yield
     except (ValueError, TypeError) as e:
-        raise type(e)(f"{layer!r}: {e}") from None
+        try:
+            named = type(e)(f"{layer!r}: {e}")
+        except TypeError:  # an exception class that takes other arguments (NumPy's casting errors)
+            named = (ValueError if isinstance(e, ValueError) else TypeError)(f"{layer!r}: {e}")
+        raise named from None
 
 
 def _check_sizes(layer, minimum=1, **sizes):
@@ -238,7 +242,8 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+        with _named_errors(self):
+            return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}"
