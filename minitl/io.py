@@ -1,6 +1,7 @@
 """mt.save / mt.load: state dicts as .npz files, written atomically, read with every byte checked."""
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -46,13 +47,18 @@ def atomic_write(path, mode="wb"):
     it, which is renamed over `path` only when the block ends without error. A crash leaves the
     old file (or none); an error removes the temporary file. A new file gets the permissions
     open() would give it (0666 less the umask), a file written again keeps its own if its owner
-    could read it (an unreadable one gets a new file's); a symbolic link is followed; and two
+    could read it (an unreadable one gets a new file's); a read-only file (its owner may read
+    but not write it) is refused, as open() refuses it; a symbolic link is followed; and two
     writers never share a temporary name."""
     path = os.fspath(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"{path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
     path = os.path.realpath(path)  # a symbolic link keeps pointing at the file it names
     folder = os.path.dirname(path)
+    mode_now = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0
+    if mode_now & stat.S_IRUSR and not mode_now & stat.S_IWUSR:  # open(path, "w") would refuse it too
+        raise PermissionError(errno.EACCES, f"{path} is read-only (mode {mode_now:04o}): minitl does not replace "
+                                            f"it; make it writable (chmod u+w) or write to another name")
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:

@@ -183,6 +183,15 @@ def test_a_file_written_again_keeps_its_permissions_unless_unreadable(tmp_path, 
     assert (mt.load(path)["w"] == 0).all()
 
 
+def test_a_read_only_file_is_not_replaced(tmp_path):
+    path = tmp_path / "x.npz"
+    mt.save({"w": np.ones(2)}, path)
+    path.chmod(0o444)  # the rename replaced it anyway: os.replace never asks the old file
+    with pytest.raises(PermissionError, match=r"x.npz is read-only \(mode 0444\)"):
+        mt.save({"w": np.zeros(2)}, path)
+    assert (mt.load(path)["w"] == 1).all() and sorted(os.listdir(tmp_path)) == ["x.npz"]
+
+
 def test_a_temp_file_left_by_a_killed_process_is_never_read(tmp_path):
     d = data.glyphs(source_per_class=30, source_test_per_class=5, target_pool_per_class=5, target_test_per_class=5)
     model = transfer.source_model(d, folder=str(tmp_path), log=quiet)
