@@ -17,6 +17,7 @@ benchmarks/results/budgets-DATASET.json.
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
 
 from benchmarks.common import write_results
@@ -125,6 +126,7 @@ def lambdas(dataset, seeds, log=print):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # each line reaches a pipe or a log file when it is printed
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--k", default="2,10,all")

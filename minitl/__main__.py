@@ -77,6 +77,8 @@ def layers_main(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):  # each progress line reaches a pipe or a log file when it is printed
+        sys.stdout.reconfigure(line_buffering=True)
     if argv[:1] == ["check"]:
         return check_main(argv[1:])
     if argv[:1] == ["layers"]:

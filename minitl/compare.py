@@ -158,7 +158,7 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
             transfer.run_method(method, source, data, warm_up, cache,
                                 dataclasses.replace(budgets[method], steps=2, epochs=0, max_steps=0), 0, device)
     log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}")
-    results = iter(parallel.map_runs(_one_run, runs, jobs))
+    results = parallel.map_runs(_one_run, runs, jobs)  # in order, each as soon as it is done
     for done, (method, k) in enumerate(cells, start=1):
         cell = {"accuracy": [], "seconds": [], "steps": [], "loss_curve": []}
         for _ in range(seeds):

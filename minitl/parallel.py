@@ -41,15 +41,19 @@ class LostRun(RuntimeError):
 
 
 def map_runs(fn, runs, jobs):
-    """[fn(run) for run in runs], in `jobs` forked processes that inherit the caller's state; in order.
-    (The training loops themselves run with one BLAS thread in any process: training.fit.)
+    """fn(run) for each run, in order, as a generator: each result comes as soon as it and every
+    run before it are done (a table prints its rows while later runs still train). With jobs > 1
+    the runs go to `jobs` forked processes that inherit the caller's state. (The training loops
+    themselves run with one BLAS thread in any process: training.fit.)
 
     Each worker holds one run at a time, so a worker that dies (the out-of-memory killer sends SIGKILL)
     is noticed at once and named with its run: a LostRun, never a table that waits forever."""
     if jobs == 1:
-        return [fn(run) for run in runs]
+        for run in runs:
+            yield fn(run)
+        return
     context = multiprocessing.get_context("fork")
-    results, todo, workers = [None] * len(runs), list(reversed(range(len(runs)))), []
+    todo, workers, ready, done = list(reversed(range(len(runs)))), [], {}, 0
     running = {}  # our end of a worker's pipe -> (the worker, the index of the run it holds)
     try:
         for _ in range(min(jobs, len(runs))):
@@ -65,19 +69,21 @@ def map_runs(fn, runs, jobs):
                 try:
                     _, ok, value = ours.recv()
                 except EOFError:
-                    raise LostRun(_lost(worker, runs[i], len(runs) - len(todo) - len(running) - 1, len(runs))) from None
+                    raise LostRun(_lost(worker, runs[i], done + len(ready), len(runs))) from None
                 if not ok:
                     raise value
-                results[i] = value
+                ready[i] = value
                 _hand_out(todo, running, ours, worker)
-    except BaseException:  # an error, a lost run or Ctrl-C: no worker outlives the call
+            while done in ready:  # in order: the next result the caller waits for, and any after it
+                yield ready.pop(done)
+                done += 1
+    except BaseException:  # an error, a lost run, Ctrl-C, or the caller stopped early: no worker outlives it
         for worker in workers:
             worker.kill()
         raise
     finally:
         for worker in workers:
             worker.join()
-    return results
 
 
 def _hand_out(todo, running, ours, worker):

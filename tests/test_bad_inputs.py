@@ -728,3 +728,22 @@ def test_one_seed_shows_no_spread_and_a_chosen_plot_backend_is_kept(monkeypatch)
     monkeypatch.setenv("MPLBACKEND", "svg")
     report.pyplot()
     assert switched == []  # forced Agg over the user's choice
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_results_arrive_in_order_while_later_runs_still_run(jobs):
+    """python -m minitl printed nothing until every run was done (issue 19, item 4)."""
+    import multiprocessing
+
+    from minitl import parallel
+    gate = multiprocessing.get_context("fork").Event()
+
+    def run(i):
+        if i == 3:  # the last run may finish only once the caller has the first result
+            assert gate.wait(20), "the first result never reached the caller"
+        return i * i
+
+    results = parallel.map_runs(run, [0, 1, 2, 3], jobs)
+    assert next(results) == 0
+    gate.set()
+    assert list(results) == [1, 4, 9]
