@@ -1,6 +1,8 @@
 """python -m minitl [options]          the transfer-learning comparison (the main job)
 python -m minitl layers [options]   a linear probe at every layer of the source network
-python -m minitl check              the install doctor: versions, devices, a gradcheck of every op"""
+python -m minitl check              the install doctor: versions, devices, a gradcheck of every op
+
+(`minitl ...` is the same command, installed as a console script.)"""
 
 import argparse
 import os
@@ -111,5 +113,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def console():
+    """The `minitl` command (pyproject's console script): the same as python -m minitl."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

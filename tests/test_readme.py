@@ -5,7 +5,8 @@ import io
 import pathlib
 import re
 
-README = pathlib.Path(__file__).parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).parent.parent
+README = ROOT / "README.md"
 
 
 def test_readme_examples_run_and_print_what_they_say():
@@ -18,3 +19,22 @@ def test_readme_examples_run_and_print_what_they_say():
         printed = out.getvalue().splitlines()
         promised = [m.split("   (")[0].strip() for m in re.findall(r"# prints: (.*)", code)]
         assert printed == promised, (printed, promised)
+
+
+def test_one_version_and_the_console_script():
+    import importlib.metadata
+
+    import pytest
+    tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
+
+    import minitl
+    from minitl import __main__ as cli
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]  # read from minitl.__version__
+    module, function = project["scripts"]["minitl"].split(":")
+    assert module == "minitl.__main__" and callable(getattr(cli, function))
+    try:
+        assert importlib.metadata.version("minitl") == minitl.__version__
+    except importlib.metadata.PackageNotFoundError:
+        pass  # run from a checkout without installing: nothing installed to compare with
+    assert f"({minitl.__version__})" in (ROOT / "CHANGELOG.md").read_text()
