@@ -118,6 +118,13 @@ class Tensor:
         a = backend.numpy_host.asarray(self.data) if dtype is None else self.data.astype(dtype, copy=False)
         return a.copy() if copy else a
 
+    def __dlpack__(self, **kwargs):
+        """DLPack export, so torch.from_dlpack(t) and cupy.from_dlpack(t) share this tensor's data."""
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def __bool__(self):
         """The truth of a one-element tensor, as in PyTorch; more elements are ambiguous (an error,
         never the True that len() would give)."""

@@ -179,6 +179,23 @@ def to_device(array, device):
     return numpy.asarray(array)
 
 
+def from_foreign(value):
+    """An array from another library's tensor (a PyTorch state dict's values): through DLPack, on
+    its own device and without a copy where it can (a CUDA tensor becomes a CuPy array); else
+    through __array__ on the host. None for anything else (lists stay lists)."""
+    if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+        if hasattr(value, "detach"):  # a PyTorch tensor that requires grad will not export itself
+            value = value.detach()
+        kind = int(value.__dlpack_device__()[0])  # DLPack's device types: 1 CPU, 2 CUDA
+        if kind == 1:
+            return numpy.from_dlpack(value)
+        if kind == 2 and cupy is not None:
+            return cupy.from_dlpack(value)
+    if hasattr(value, "__array__"):
+        return numpy.asarray(value)
+    return None
+
+
 def to_host(array):
     """A NumPy array, wherever the data lives."""
     return to_device(array, "cpu")

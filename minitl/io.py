@@ -80,11 +80,12 @@ def atomic_write(path, mode="wb"):
         raise
 
 
-def load(path):
+def load(path, foreign=False):
     """Read a file written by save() into a dict of name -> NumPy array.
 
     Every member is read whole and checked (CRC, header, size); a damaged or foreign file
-    raises ValueError naming the file and what is wrong with it.
+    raises ValueError naming the file and what is wrong with it. `foreign=True` also reads a
+    plain `np.savez` file of arrays (uncompressed; nothing is unpickled either way).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -100,8 +101,11 @@ def load(path):
     except OSError as e:
         raise ValueError(f"load: {path} cannot be read: {e}") from None
     mark = arrays.pop(_MARK, None)
+    if mark is None and foreign:
+        return arrays
     if mark is None:
-        raise ValueError(f"load: {path} is an .npz but was not written by minitl.save")
+        raise ValueError(f"load: {path} is an .npz but was not written by minitl.save (load(path, foreign=True) "
+                         f"reads a plain np.savez file of arrays)")
     if mark.shape != () or mark.dtype.kind not in "iu" or int(mark) != FORMAT:
         raise ValueError(f"load: {path} says it is minitl file format {mark.tolist()!r}; this minitl reads "
                          f"format {FORMAT}")

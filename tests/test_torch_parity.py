@@ -112,3 +112,46 @@ def test_a_batch_norm_state_dict_goes_to_pytorch_and_back(tmp_path):
     for k, v in ours.state_dict().items():
         assert np.array_equal(v, back.state_dict()[k]), k
     assert int(back.num_batches_tracked.numpy()) == 1
+
+
+def torch_twin(torch, norm):
+    """transfer.TransferCNN's layers in PyTorch, under the same state-dict names."""
+    tnn = torch.nn
+    bn = (lambda c: [tnn.BatchNorm2d(c)]) if norm else (lambda c: [])
+    bias = not norm  # a layer followed by batch norm has no bias
+    features = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1, bias=bias), *bn(16), tnn.ReLU(), tnn.MaxPool2d(2),
+                              tnn.Conv2d(16, 32, 3, padding=1, bias=bias), *bn(32), tnn.ReLU(), tnn.MaxPool2d(2),
+                              tnn.Flatten(), tnn.Linear(32 * 4 * 4, 64, bias=bias),
+                              *([tnn.BatchNorm1d(64)] if norm else []), tnn.ReLU())
+    model = tnn.Module()
+    model.features, model.head = features, tnn.Linear(64, 5)
+    return model
+
+
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_a_pytorch_state_dict_loads_as_it_is_and_tensors_cross_by_dlpack(norm):
+    """Issue 19, item 2: no .numpy() calls on the way in, no host copy on the way out."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from minitl import transfer
+    torch.manual_seed(0)
+    theirs = torch_twin(torch, norm)
+    theirs.train()
+    x = np.random.default_rng(0).random((8, 1, 16, 16), dtype=np.float32)
+    theirs.head(theirs.features(torch.from_numpy(x)))  # move the batch statistics
+    ours = transfer.TransferCNN(5, norm=norm)
+    assert ours.load_state_dict(theirs.state_dict()) == ([], [])  # torch tensors, as they are
+    theirs.eval(), ours.eval()
+    expected = theirs.head(theirs.features(torch.from_numpy(x))).detach().numpy()
+    np.testing.assert_allclose(ours(mt.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    shared = torch.from_dlpack(ours.head.weight)  # the same memory, both ways
+    assert shared.data_ptr() == ours.head.weight.data.ctypes.data
+    with pytest.raises(ValueError, match="weight: a Tensor that cannot become an array"):
+        ours.load_state_dict({k: v.to(torch.bfloat16) for k, v in theirs.state_dict().items()})
+
+
+def test_a_plain_npz_loads_only_when_asked(tmp_path):
+    np.savez(tmp_path / "plain.npz", w=np.ones(2))
+    with pytest.raises(ValueError, match=r"was not written by minitl.save \(load\(path, foreign=True\)"):
+        mt.load(tmp_path / "plain.npz")
+    assert mt.load(tmp_path / "plain.npz", foreign=True)["w"].tolist() == [1.0, 1.0]

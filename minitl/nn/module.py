@@ -195,7 +195,9 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters and persistent buffers. Every key, shape and value is
         checked first (each value must be an array or tensor of real numbers, integers or bools),
-        so a failed load changes nothing. Returns (missing keys, unexpected keys)."""
+        so a failed load changes nothing. Values may be another library's tensors: a PyTorch
+        state dict loads as it is (through DLPack, or __array__). Returns (missing keys,
+        unexpected keys)."""
         where = f"load_state_dict into {type(self).__name__}"
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{where}: expected a dict of name -> array, got {type(state_dict).__name__}")
@@ -214,6 +216,11 @@ class Module:
                 continue
             value = state_dict[name]
             value = value.data if isinstance(value, Tensor) else value
+            if not backend.is_array(value) and not isinstance(value, (int, float, str, list, tuple, dict)):
+                value, why = _from_foreign(value)  # a PyTorch tensor: through DLPack
+                if why:
+                    problems.append(f"{name}: {why}")
+                    continue
             if backend.is_scalar(value) and not isinstance(value, (bool, int, float)) and p.shape == ():
                 value = backend.numpy_host.asarray(value)  # a NumPy scalar for a 0-d entry (a batch count)
             if not backend.is_array(value) or backend.is_scalar(value):
@@ -256,6 +263,15 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines) + "\n)"
+
+
+def _from_foreign(value):
+    """(another library's tensor as an array, or the value itself to be refused below; why it could not be read)."""
+    try:
+        array = backend.from_foreign(value)
+    except Exception as e:  # a dtype DLPack or NumPy cannot carry (bfloat16), a tensor on a device CuPy is not on
+        return value, f"a {type(value).__name__} that cannot become an array ({type(e).__name__}: {e})"
+    return (value if array is None else array), None
 
 
 def _too_large(value, dtype):
