@@ -1,10 +1,15 @@
-"""mt.save / mt.load: state dicts as .npz files, written atomically, read with every byte checked."""
+"""mt.save / mt.load: state dicts as .npz or .safetensors files (by the file's suffix), written
+atomically, read with every byte checked."""
 
 import contextlib
 import errno
+import hashlib
+import json
+import math
 import os
 import secrets
 import stat
+import struct
 
 from minitl import backend
 from minitl.autograd import Tensor
@@ -14,7 +19,9 @@ FORMAT = 1
 
 
 def save(state_dict, path):
-    """Write a dict of name -> array (or Tensor) to `path` as .npz (host arrays, any device).
+    """Write a dict of name -> array (or Tensor) to `path` (host arrays, any device): a
+    `.safetensors` file when the name ends so (what PyTorch and model hubs exchange; a sha256 of
+    each tensor goes in its metadata), else `.npz`.
 
     The file is written next to its destination under a temporary name (".name.XXXX.partial",
     never mistaken for a checkpoint) and then renamed, so a crash mid-write leaves the old file
@@ -33,12 +40,105 @@ def save(state_dict, path):
         if value.dtype.hasobject or value.dtype.kind not in "biufc":
             raise TypeError(f"save: {name!r} holds {value.dtype} data; only arrays of numbers can be saved")
         arrays[name] = backend.to_host(value)
-    arrays[_MARK] = backend.numpy_host.asarray(FORMAT)
     path = os.fspath(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"save: {path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
+    if path.endswith(".safetensors"):
+        with atomic_write(path) as f:
+            f.write(_safetensors_bytes(arrays))
+        return
+    arrays[_MARK] = backend.numpy_host.asarray(FORMAT)
     with atomic_write(path) as f:
         backend.write_npz(f, arrays)
+
+
+# ---------------------------------------------------------------- safetensors
+#
+# The format (github.com/huggingface/safetensors): 8 bytes of header length (little-endian), a
+# JSON header {name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, ...,
+# "__metadata__": {str: str}}, then every tensor's bytes (little-endian, C order), back to back.
+# minitl writes it and reads it itself (no dependency: a header and raw bytes), checking every
+# offset before reading any, and keeps a sha256 of each tensor in the metadata, verified on load.
+
+_SAFETENSORS_DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "F16": "<f2",
+                       "I32": "<i4", "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}
+_CHECKSUMS = "minitl_sha256"  # the metadata key: JSON {name: sha256 of the tensor's bytes}
+
+
+def _safetensors_bytes(arrays):
+    np = backend.numpy_host
+    codes = {np.dtype(v).newbyteorder("<") if np.dtype(v).itemsize > 1 else np.dtype(v): k
+             for k, v in _SAFETENSORS_DTYPES.items()}
+    header, chunks, offset, sums = {}, [], 0, {}
+    for name, a in arrays.items():
+        if name == "__metadata__":
+            raise ValueError("save: '__metadata__' is the one key a .safetensors file cannot hold")
+        little = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
+        if little not in codes:
+            raise TypeError(f"save: {name!r} holds {a.dtype} data, which .safetensors does not store")
+        raw = np.ascontiguousarray(a, dtype=little).tobytes()
+        header[name] = {"dtype": codes[little], "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+        sums[name] = hashlib.sha256(raw).hexdigest()
+    header["__metadata__"] = {"format": "np", _CHECKSUMS: json.dumps(sums, sort_keys=True)}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
+def _read_safetensors(path):
+    """name -> host array of a .safetensors file, or a ValueError saying what is wrong with it."""
+    np = backend.numpy_host
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8:
+        raise ValueError("it is shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        raise ValueError(f"its header claims {n} bytes, more than the file holds")
+    try:
+        header = json.loads(raw[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data, spans = memoryview(raw)[8 + n:], []
+    for name, entry in header.items():
+        try:
+            dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+            shape, (begin, end) = list(entry["shape"]), entry["data_offsets"]
+            if not all(isinstance(x, int) and x >= 0 for x in (*shape, begin, end)):
+                raise ValueError
+        except KeyError as e:
+            raise ValueError(f"tensor {name!r}: unknown or missing {e} (minitl reads "
+                             f"{', '.join(_SAFETENSORS_DTYPES)})") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} has a damaged entry: {entry!r}") from None
+        expected = dtype.itemsize * math.prod(shape)  # Python integers: a crafted shape cannot overflow
+        if not begin <= end <= len(data) or end - begin != expected:
+            raise ValueError(f"tensor {name!r}: {entry['dtype']} of shape {tuple(shape)} needs {expected} bytes, "
+                             f"but its offsets are {begin} to {end} in {len(data)} bytes of data")
+        spans.append((begin, end, name, dtype, shape))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        raise ValueError("two tensors' bytes overlap")
+    sums = {}
+    if _CHECKSUMS in metadata:
+        try:
+            sums = json.loads(metadata[_CHECKSUMS])
+        except (TypeError, json.JSONDecodeError):
+            raise ValueError("its checksums (metadata) are damaged") from None
+    arrays = {}
+    for begin, end, name, dtype, shape in spans:
+        chunk = data[begin:end]
+        if name in sums and hashlib.sha256(chunk).hexdigest() != sums[name]:
+            raise ValueError(f"tensor {name!r} does not match its checksum (the file was changed or damaged)")
+        arrays[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    if sums and set(sums) != set(arrays):
+        raise ValueError(f"its checksums name other tensors than it holds ({sorted(set(sums) ^ set(arrays))})")
+    return arrays
 
 
 @contextlib.contextmanager
@@ -86,6 +186,11 @@ def load(path, foreign=False):
     Every member is read whole and checked (CRC, header, size); a damaged or foreign file
     raises ValueError naming the file and what is wrong with it. `foreign=True` also reads a
     plain `np.savez` file of arrays (uncompressed; nothing is unpickled either way).
+
+    A `.safetensors` file (from minitl, PyTorch or a model hub) is read by its header: every
+    tensor's dtype, shape and offsets are checked against the file before any is read, and
+    the sha256 minitl keeps in the metadata is verified. A file another program wrote has no
+    such checksums: a changed byte inside a tensor then loads unnoticed (its size still fits).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -94,6 +199,13 @@ def load(path, foreign=False):
         raise ValueError(f"load: {path} is a folder, not a checkpoint file")
     if not os.path.isfile(path):  # a named pipe or a device would block, or never end
         raise ValueError(f"load: {path} is not a regular file")
+    if path.endswith(".safetensors"):
+        try:
+            return _read_safetensors(path)
+        except ValueError as e:
+            raise ValueError(f"load: {path} is not a readable .safetensors file: {e}") from None
+        except OSError as e:
+            raise ValueError(f"load: {path} cannot be read: {e}") from None
     try:
         arrays = backend.read_npz(path)
     except ValueError as e:

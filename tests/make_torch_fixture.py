@@ -91,5 +91,23 @@ def main():
     print(f"wrote {OUT} ({len(out)} arrays, torch {torch.__version__})")
 
 
+def safetensors_fixture():
+    """tests/fixtures/torch_bn.safetensors, written by PyTorch's safetensors: a Linear and a
+    BatchNorm1d with moved statistics (the batch count included), and the eval-mode output
+    for a fixed input in torch_bn_expected.npz. It covers PyTorch -> minitl where CI has no torch."""
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    model.train()
+    for _ in range(3):
+        model(torch.randn(8, 4) * 2 + 1)
+    model.eval()
+    x = torch.linspace(-1, 1, 8).reshape(2, 4)
+    save_file(model.state_dict(), str(OUT.parent / "torch_bn.safetensors"), metadata={"format": "pt"})
+    np.savez(OUT.parent / "torch_bn_expected.npz", x=x.numpy(), y=model(x).detach().numpy())
+    print(f"wrote {OUT.parent / 'torch_bn.safetensors'} (torch {torch.__version__})")
+
+
 if __name__ == "__main__":
+    safetensors_fixture()
     main()

@@ -132,6 +132,42 @@ def test_nested_members_are_refused_before_any_is_read(tmp_path):
     assert peak < path.stat().st_size, f"{peak / path.stat().st_size:.1f}x the file's size in memory"
 
 
+def safetensors_header(path, edit):
+    """Rewrite a .safetensors file's JSON header through `edit` (the data stays as it was)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+SAFETENSORS_DAMAGES = {
+    "a data byte flipped": (lambda p: p.write_bytes(p.read_bytes()[:-2] + b"\xff\xff"), "does not match its checksum"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:-8]), "needs 12 bytes, but its offsets are"),
+    "a header longer than the file": (lambda p: p.write_bytes(struct.pack("<Q", 10**9) + p.read_bytes()[8:]),
+                                      "its header claims 1000000000 bytes"),
+    "two tensors on the same bytes": (lambda p: safetensors_header(p, lambda h: h["b"].update(
+        data_offsets=h["w"]["data_offsets"][:1] + [h["w"]["data_offsets"][0] + 12])), "overlap"),
+    "a shape claiming 10**30 elements": (lambda p: safetensors_header(p, lambda h: h["w"].update(shape=[10**30])),
+                                         "needs 4000000000000000000000000000000 bytes"),
+    "bfloat16": (lambda p: safetensors_header(p, lambda h: h["w"].update(dtype="BF16")), "unknown or missing 'BF16'"),
+    "not JSON": (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"{{{{" + p.read_bytes()[8:]), "not JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", SAFETENSORS_DAMAGES, ids=list(SAFETENSORS_DAMAGES))
+def test_a_damaged_safetensors_file_is_a_clear_error(tmp_path, damage):
+    path = tmp_path / "model.safetensors"
+    mt.save({"w": np.full((4, 3), 1.5, dtype=np.float32), "b": np.arange(3, dtype=np.float32)}, path)
+    assert sorted(mt.load(path)) == ["b", "w"] and (mt.load(path)["w"] == 1.5).all()  # the round trip first
+    apply, phrase = SAFETENSORS_DAMAGES[damage]
+    apply(path)
+    with pytest.raises(ValueError) as caught:
+        mt.load(path)
+    assert str(path) in str(caught.value) and phrase in str(caught.value), str(caught.value)
+
+
 def test_load_of_a_npy_file_is_a_value_error(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not an .npz archive"):

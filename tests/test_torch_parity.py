@@ -155,3 +155,30 @@ def test_a_plain_npz_loads_only_when_asked(tmp_path):
     with pytest.raises(ValueError, match=r"was not written by minitl.save \(load\(path, foreign=True\)"):
         mt.load(tmp_path / "plain.npz")
     assert mt.load(tmp_path / "plain.npz", foreign=True)["w"].tolist() == [1.0, 1.0]
+
+
+def test_a_safetensors_file_written_by_pytorch_loads_with_its_batch_norm_buffers():
+    """tests/fixtures/torch_bn.safetensors: safetensors.torch.save_file of a Linear + BatchNorm1d
+    (make_torch_fixture.py); no PyTorch needed to check it."""
+    fixtures = FIXTURE.parent
+    ours = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    assert ours.load_state_dict(mt.load(fixtures / "torch_bn.safetensors")) == ([], [])
+    assert int(ours[1].num_batches_tracked.item()) == 3
+    ours.eval()
+    with np.load(fixtures / "torch_bn_expected.npz") as expected:
+        np.testing.assert_allclose(ours(mt.tensor(expected["x"])).numpy(), expected["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_safetensors_file_written_by_minitl_loads_strictly_in_pytorch(tmp_path):
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch.set_num_threads(1)
+    from minitl import transfer
+    ours = transfer.TransferCNN(5, norm="batch")
+    mt.save(ours.state_dict(), tmp_path / "model.safetensors")
+    theirs = torch_twin(torch, "batch")
+    theirs.load_state_dict(safetensors_torch.load_file(str(tmp_path / "model.safetensors")))  # strict
+    x = np.random.default_rng(0).random((4, 1, 16, 16), dtype=np.float32)
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(mt.tensor(x)).numpy(),
+                               theirs.head(theirs.features(torch.from_numpy(x))).detach().numpy(), rtol=1e-5, atol=1e-6)
