@@ -16,17 +16,23 @@ def lesson_arguments(doc, file=None, argv=None):
     `args.out` is the folder for the lesson's pictures: lessons/out/<lesson>/, or
     lessons/out/quick/<lesson>/ in quick mode, so a quick run never overwrites a full run's.
     In a notebook (the lessons open as notebooks through jupytext) the kernel's own
-    arguments are ignored.
+    arguments are ignored; MINITL_QUICK=1 in the kernel's environment gives quick mode.
     """
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINITL_DEVICE, else cpu)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (seconds), as CI runs it")
     args = parser.parse_known_args(argv)[0] if in_notebook() else parser.parse_args(argv)
+    if in_notebook() and os.environ.get("MINITL_QUICK") == "1":  # a kernel has no command line of its own
+        args.quick = True
     try:
         args.device = backend.check_device(args.device)
         backend.blas_thread_count()
     except (ValueError, RuntimeError) as e:
         parser.exit(2, f"error: {e}\n")
+    if file is None and in_notebook():
+        # Jupyter Server tells its kernel the notebook's path (here the lesson file): each lesson keeps its own
+        # picture folder in a notebook too (lessons 5 and 7 both draw learning_curves.png)
+        file = os.environ.get("JPY_SESSION_NAME")
     name = os.path.splitext(os.path.basename(file))[0] if file else "notebook"
     root = os.path.join(os.path.dirname(os.path.abspath(file)) if file else os.getcwd(), "out")
     args.out = os.path.join(root, "quick", name) if args.quick else os.path.join(root, name)

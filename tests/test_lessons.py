@@ -122,3 +122,25 @@ print(json.dumps({{"lesson": in_lesson, "fit": sorted(seen), "same weights": sam
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["lesson"] == found["fit"] and found["same weights"], found
+
+
+def test_a_lesson_runs_as_a_notebook_and_shows_its_picture_inline(shared_cache, monkeypatch):
+    """What a learner gets from Jupyter: the percent-format file as a notebook (jupytext), run by a
+    kernel (nbclient), the figure shown inline and saved in the lesson's own folder."""
+    jupytext = pytest.importorskip("jupytext")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("matplotlib")
+    lesson = next(p for p in LESSONS if p.stem.startswith("06_"))
+    # the kernel's environment: Jupyter Server names the notebook; MINITL_QUICK=1 stands in for --quick
+    monkeypatch.setenv("JPY_SESSION_NAME", str(lesson))
+    monkeypatch.setenv("MINITL_QUICK", "1")
+    monkeypatch.setenv("MINITL_CACHE", shared_cache)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    notebook = jupytext.read(lesson)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(lesson.parent)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure was shown inline"
+    printed = "".join(o.get("text", "") for o in outputs)
+    assert f"out/quick/{lesson.stem}/features_vs_pixels.png" in printed, printed[-2000:]
