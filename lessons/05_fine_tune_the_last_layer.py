@@ -10,12 +10,15 @@ Run it:  python lessons/05_fine_tune_the_last_layer.py [--quick] [--device cpu|c
 What to look for: the frozen parameters are bit-identical after training; the learning
 curves (training loss and target test accuracy against the step) of the frozen head and
 of full fine-tuning; a frozen step records no graph for the backbone, so it is faster and
-holds far less memory than a step that trains every layer.
+holds far less memory than a step that trains every layer; and, with PyTorch installed, a
+source model trained in PyTorch going through a .safetensors file into minitl's recipe and
+back into PyTorch with the same logits.
 """
 
 # %%
 import copy
 import dataclasses
+import os
 import tracemalloc
 
 import minitl as mt
@@ -155,6 +158,64 @@ print(table(["", "frozen backbone", "every layer", "frozen / every"], [
 ]))
 if m_full:
     assert m_frozen < m_full
+
+# %% [markdown]
+# ## 6. A model trained elsewhere: PyTorch in, the seed's recipe, PyTorch out
+#
+# The source model needs not come from minitl. Here PyTorch trains the same network (the
+# same layer and state-dict names) on the source task; its weights go through a
+# `.safetensors` file, the format model hubs use, into minitl; minitl runs the seed's recipe
+# (new head, frozen backbone, train theta_y); and the result goes back into PyTorch, whose
+# logits then match minitl's. Skipped, with one line, when PyTorch is not installed.
+
+# %%
+try:
+    import torch
+except ImportError:
+    torch = None
+    print("(section 6 skipped: PyTorch is not installed; pip install torch==2.13.0 gives the CPU build)")
+
+
+def torch_twin(num_classes):
+    """transfer.TransferCNN in PyTorch: the same layers under the same state-dict names."""
+    tnn = torch.nn
+    net = tnn.Module()
+    net.features = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                                  tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+                                  tnn.Linear(32 * 4 * 4, 64), tnn.ReLU())
+    net.head = tnn.Linear(64, num_classes)
+    net.forward = lambda x: net.head(net.features(x))
+    return net
+
+
+if torch is not None:
+    torch.set_num_threads(1)  # PyTorch's thread pool and OpenBLAS's fight on a small machine
+    torch.manual_seed(SEED)
+    theirs = torch_twin(len(glyphs.source_classes))
+    torch_opt = torch.optim.Adam(theirs.parameters(), lr=transfer.SOURCE_LR)
+    xs, ys = torch.from_numpy(glyphs.source_train.x), torch.from_numpy(glyphs.source_train.y)
+    for _ in range(100 if args.quick else 300):  # PyTorch's own training loop, on the source task
+        batch = torch.randint(0, len(ys), (transfer.SOURCE_BATCH,))
+        loss = torch.nn.functional.cross_entropy(theirs(xs[batch]), ys[batch])
+        torch_opt.zero_grad(), loss.backward(), torch_opt.step()
+    path = os.path.join(args.out, "source_from_pytorch.safetensors")
+    os.makedirs(args.out, exist_ok=True)
+    mt.save(theirs.state_dict(), path)  # PyTorch's tensors, written as safetensors
+
+    brought = transfer.model_for(glyphs, args.device)
+    brought.load_state_dict(mt.load(path))
+    print(f"PyTorch's model in minitl: source test accuracy {training.accuracy(brought, glyphs.source_test):.3f}")
+    result = transfer.linear_probe(brought, glyphs, train, PROBE, SEED, args.device)  # the seed's recipe
+    print(f"its new head, trained in minitl on k={K}: target test accuracy {result.accuracy:.3f}")
+
+    back = torch_twin(len(glyphs.target_classes))
+    back.load_state_dict({k: torch.from_dlpack(backend.to_host(v)) for k, v in result.model.state_dict().items()})
+    back.eval()
+    x = glyphs.target_test.x[:64]
+    gap = abs(back(torch.from_numpy(x)).detach().numpy() - mt.backend.to_host(result.model(mt.tensor(
+        x, device=args.device)).data)).max()
+    print(f"back in PyTorch: the largest logit difference from minitl's is {gap:.1e}")
+    assert gap < 1e-4
 
 # %% [markdown]
 # ## Try this

@@ -19,7 +19,8 @@ FORMAT = 1
 
 
 def save(state_dict, path):
-    """Write a dict of name -> array (or Tensor) to `path` (host arrays, any device): a
+    """Write a dict of name -> array (a minitl Tensor, or another library's tensor such as a
+    PyTorch state dict's) to `path` (host arrays, any device): a
     `.safetensors` file when the name ends so (what PyTorch and model hubs exchange; a sha256 of
     each tensor goes in its metadata), else `.npz`.
 
@@ -35,6 +36,13 @@ def save(state_dict, path):
             raise ValueError(f"save: keys must be non-empty printable strings without '/', other than {_MARK!r}; "
                              f"got {name!r}")
         value = value.data if isinstance(value, Tensor) else value
+        if not backend.is_array(value) and not isinstance(value, (int, float, str, list, tuple, dict)):
+            try:  # another library's tensor (a PyTorch state dict's values)
+                array = backend.from_foreign(value)
+            except Exception as e:
+                raise TypeError(f"save: {name!r} is a {type(value).__name__} that cannot become an array "
+                                f"({type(e).__name__}: {e})") from None
+            value = value if array is None else array
         if not backend.is_array(value):
             raise TypeError(f"save: {name!r} is a {type(value).__name__}; only arrays and tensors can be saved")
         if value.dtype.hasobject or value.dtype.kind not in "biufc":

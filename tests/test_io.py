@@ -62,3 +62,13 @@ def test_foreign_npz_is_refused(tmp_path):
 def test_only_arrays_can_be_saved(tmp_path):
     with pytest.raises(TypeError, match="'lr' is a float"):
         mt.save({"lr": 0.1}, tmp_path / "x.npz")
+
+
+def test_save_takes_a_pytorch_state_dict_as_it_is(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    theirs = torch.nn.Linear(2, 3)
+    for name in ("model.safetensors", "model.npz"):
+        mt.save(theirs.state_dict(), tmp_path / name)  # said "'weight' is a Tensor; only arrays ... can be saved"
+        loaded = mt.load(tmp_path / name)
+        assert np.array_equal(loaded["weight"], theirs.weight.detach().numpy()), name
