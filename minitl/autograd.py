@@ -10,6 +10,7 @@ gradient of its output.
 import builtins
 import contextlib
 import functools
+import inspect
 import numbers
 import threading
 
@@ -35,6 +36,19 @@ class no_grad:
             return super().__new__(cls)
         if not callable(fn):
             raise TypeError(f"no_grad takes no arguments (or decorates a function), got {fn!r}")
+
+        if inspect.isgeneratorfunction(fn):  # its body runs at each next(), after the call returned
+            @functools.wraps(fn)
+            def generator_without_grad(*args, **kwargs):
+                gen, sent = fn(*args, **kwargs), None
+                while True:
+                    with cls():
+                        try:
+                            item = gen.send(sent)
+                        except StopIteration as stop:
+                            return stop.value
+                    sent = yield item
+            return generator_without_grad
 
         @functools.wraps(fn)
         def without_grad(*args, **kwargs):
@@ -65,6 +79,47 @@ def manual_seed(seed):
 
 # ---------------------------------------------------------------- Tensor
 
+def _checked_cast(array, dtype):
+    """array as dtype, or an OverflowError where a value would not survive the cast: a finite
+    number that becomes inf, NaN or infinity made an integer, an integer or float out of the
+    integer dtype's range (NumPy wraps, saturates or only warns). A cast to bool, or to a wider
+    type, cannot lose a value this way and is not checked."""
+    xp = backend.get_array_module(array)
+    with _quiet(xp):
+        out = array.astype(dtype)
+    source = array.dtype
+    if dtype.kind == "f" and source.kind in "fiu" and (source.kind != "f" or dtype.itemsize < source.itemsize):
+        bad = xp.isinf(out) & xp.isfinite(array)
+    elif dtype.kind in "iu" and source.kind == "f":
+        info = backend.numpy_host.iinfo(dtype)
+        bad = ~xp.isfinite(array) | (array < info.min) | (array >= float(info.max) + 1)
+    elif dtype.kind in "iu" and source.kind in "iu" and not backend.numpy_host.can_cast(source, dtype):
+        info = backend.numpy_host.iinfo(dtype)
+        bad = (array < info.min) | (array > info.max)
+    else:
+        return out
+    if bool(bad.any()):  # (on a GPU a read-back: casts are set-up work, never inside a training step)
+        first = array[bad][:1].tolist() if xp is backend.numpy_host else backend.to_host(array[bad][:1]).tolist()
+        raise OverflowError(f"cannot make {dtype} values of these {source} values: {first[0]!r} (and maybe others) "
+                            f"does not fit in {dtype}")
+    return out
+
+
+def would_overflow(array, dtype):
+    """Whether a finite value of the array becomes inf as the float dtype (a float64 1e300 as
+    float32): what load_state_dict and optimizer state refuse."""
+    xp = backend.get_array_module(array)
+    finite = array[xp.isfinite(array)] if array.dtype.kind == "f" else array
+    return bool(finite.size) and float(abs(finite).max()) >= _FLOAT_OVERFLOW.get(backend.as_dtype(dtype), _INF)
+
+
+def _quiet(xp):
+    """NumPy's cast warnings off (the caller reports what they would have said, as an error); CuPy never warns."""
+    if xp is backend.numpy_host:
+        return backend.numpy_host.errstate(over="ignore", invalid="ignore")
+    return contextlib.nullcontext()
+
+
 def _as_array(data, dtype=None, device=None):
     """Turn user data into a raw array: Python numbers and lists become float32.
 
@@ -75,22 +130,19 @@ def _as_array(data, dtype=None, device=None):
         data = data.data
     if backend.is_array(data):
         xp = backend.get_array_module(data)
-        if dtype is None:
-            array = xp.asarray(data)
-        else:
-            quiet = backend.numpy_host.errstate(over="ignore", invalid="ignore")  # an overflow is reported below
-            with quiet if xp is backend.numpy_host else contextlib.nullcontext():  # (CuPy never warns)
-                array = xp.asarray(data, dtype=dtype)
-            if array.dtype.kind == "f" and data.dtype.kind in "fiu" and \
-                    bool((xp.isinf(array) & ~xp.isinf(xp.asarray(data, dtype=float))).any()):
-                raise OverflowError(f"cannot make a {array.dtype} tensor of these {data.dtype} values: some do not "
-                                    f"fit (the largest {array.dtype} is {_FLOAT_MAX[array.dtype]:.3g})")
+        array = xp.asarray(data)
+        if dtype is not None and backend.as_dtype(dtype) != array.dtype:
+            array = _checked_cast(array, backend.as_dtype(dtype))
         device = backend.device_of(array) if device is None else device
     else:
         if isinstance(data, str) or data is None:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: expected a number, a list or an array")
-        with backend.numpy_host.errstate(over="ignore"):  # an overflow is reported below, as an error
-            array = backend.numpy_host.asarray(data, dtype=backend.float32 if dtype is None else dtype)
+        target = backend.float32 if dtype is None else backend.as_dtype(dtype)
+        try:
+            with backend.numpy_host.errstate(over="ignore"):  # an overflow is reported below, as an error
+                array = backend.numpy_host.asarray(data, dtype=target)
+        except (OverflowError, ValueError) as e:  # NumPy's words: "Python int too large to convert to C long"
+            raise OverflowError(f"cannot make a {target} tensor from {data!r}: {e}") from None
         if array.dtype.kind == "f" and not backend.numpy_host.isfinite(array).all() and \
                 backend.numpy_host.isfinite(backend.numpy_host.asarray(data, dtype=float)).all():
             # mt.tensor(2**200) would silently be inf in float32 (PyTorch raises too)
@@ -185,7 +237,15 @@ class Tensor:
         return int(self.data.size)
 
     def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __iter__(self):
+        """The rows, as in PyTorch; a 0-d tensor has none (iterating it is an error, not an empty loop)."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self.data)))
 
     def __repr__(self):
         body = repr(backend.to_host(self.data)).replace("array(", "tensor(", 1)
@@ -479,6 +539,11 @@ def unbroadcast(g, shape):
 # ---------------------------------------------------------------- operands
 
 _INF = float("inf")
+# The smallest magnitude that rounds to inf: the largest finite value plus half its last step
+_FLOAT_OVERFLOW = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) + 0.5 * (
+    float(backend.numpy_host.finfo(t).max) - float(backend.numpy_host.nextafter(backend.numpy_host.finfo(t).max,
+                                                                                 backend.numpy_host.dtype(t).type(0))))
+    for t in ("float16", "float32")}
 _FLOAT_MAX = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) for t in ("float16", "float32", "float64")}
 
 
@@ -501,10 +566,12 @@ def _lift(x, like):
         if backend.device_of(x) == "cuda":
             return Tensor._make(x.astype(dtype, copy=False))
         value = x[()] if hasattr(x, "ndim") else x
+        if dtype.kind in "iu" and kind in "biu":
+            value = int(value)  # np.int32(np.int64(2**40)) wraps to 0; np.int32(2**40) raises, below
         size = abs(value if isinstance(value, int) else float(value))  # (a NumPy float32 would compare in float32)
-        if dtype.kind == "f" and _FLOAT_MAX.get(dtype, _INF) < size < _INF:  # inf and nan are values too
+        if dtype.kind == "f" and _FLOAT_OVERFLOW.get(dtype, _INF) <= size < _INF:  # inf and nan are values too
             raise OverflowError(f"the number {value!r} does not fit in {dtype}, the dtype of the tensor beside it "
-                                f"(its largest is {_FLOAT_MAX[dtype]:.3g}): it would become inf")
+                                f"(its largest is {_FLOAT_MAX[dtype]:.8g}): it would become inf")
         try:
             return Tensor._make(dtype.type(value))
         except OverflowError:
@@ -971,7 +1038,7 @@ class Cast(Function):
 
     def forward(self, x):
         self.source = x.dtype
-        return x.astype(self.dtype)
+        return _checked_cast(x, self.dtype)
 
     def backward(self, gy):
         return gy.astype(self.source)

@@ -283,6 +283,8 @@ class DataLoader:
     def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None, drop_last=False):
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        if seed is not None and (not is_int(seed) or seed < 0):
+            raise ValueError(f"DataLoader: seed must be an integer >= 0 (or None), got {seed!r}")
         x = x if backend.is_array(x) else np.asarray(x)
         y = y if backend.is_array(y) else np.asarray(y)
         if x.ndim < 1 or y.ndim != 1:

@@ -49,6 +49,8 @@ def save(state_dict, path):
             raise TypeError(f"save: {name!r} holds {value.dtype} data; only arrays of numbers can be saved")
         arrays[name] = backend.to_host(value)
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"save: {path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
     if path.endswith(".safetensors"):
@@ -201,6 +203,8 @@ def load(path, foreign=False):
     such checksums: a changed byte inside a tensor then loads unnoticed (its size still fits).
     """
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
     if os.path.isdir(path):

@@ -4,7 +4,7 @@ a parameter that does not require grad (or has no gradient) is never touched."""
 import math
 
 from minitl import backend
-from minitl.autograd import Tensor, is_real
+from minitl.autograd import Tensor, is_int, is_real, would_overflow
 
 
 def check_number(where, what, value, high=None):
@@ -67,6 +67,7 @@ class Optimizer:
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state = {}  # id(param) -> dict of arrays and counters
+        self._checked = {}  # id(group) -> its options when last checked (step checks them again when they change)
 
     def check_group(self, group, where):
         """Each optimizer checks its own hyperparameters."""
@@ -79,6 +80,11 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        for i, group in enumerate(self.param_groups):  # a schedule may have edited a group since its last check
+            options = tuple(v for k, v in group.items() if k != "params")
+            if self._checked.get(id(group)) != options:  # (a cheap comparison; the full check only on a change)
+                self.check_group(group, f"{type(self).__name__}.step: parameter group {i}")
+                self._checked[id(group)] = tuple(v for k, v in group.items() if k != "params")
         todo = [(p, group) for group in self.param_groups for p in group["params"]
                 if p.requires_grad and p.grad is not None]  # frozen: bit-identical, whatever the state
         for p, _ in todo:  # all checked before any parameter moves
@@ -134,7 +140,7 @@ class Optimizer:
                                  f"{sorted(self.STATE_KEYS)} (is it another optimizer's state?)")
             for name, v in s.items():
                 if name == "step":
-                    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    if not is_int(v) or v < 0:
                         raise ValueError(f"{where}: parameter {i} has step {v!r}, expected an integer >= 0")
                 elif not backend.is_array(v) or backend.is_scalar(v):
                     raise ValueError(f"{where}: state {name!r} of parameter {i} is a {type(v).__name__}, not an "
@@ -145,6 +151,10 @@ class Optimizer:
                 elif v.dtype.kind != "f" or not bool(backend.get_array_module(v).isfinite(v).all()):
                     raise ValueError(f"{where}: state {name!r} of parameter {i} must be finite floating-point "
                                      f"values, got {v.dtype}{'' if v.dtype.kind != 'f' else ' with NaN or infinity'}")
+                elif would_overflow(v, params[int(i)].dtype):
+                    raise ValueError(f"{where}: state {name!r} of parameter {i} has values as large as "
+                                     f"{float(abs(v).max()):.3g}, which do not fit its {params[int(i)].dtype} "
+                                     f"(they would become inf)")
                 elif name == "exp_avg_sq" and bool((v < 0).any()):
                     raise ValueError(f"{where}: state 'exp_avg_sq' of parameter {i} has negative values: a mean of "
                                      f"squares cannot be negative (the weights would become NaN)")
@@ -158,8 +168,8 @@ class Optimizer:
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         # state takes its parameter's device and dtype (float64 state would make a float32 step float64), as in PyTorch
-        self.state = {id(p): {n: (backend.to_device(v, p.device).astype(p.dtype, copy=True) if hasattr(v, "shape")
-                                  else v) for n, v in s.items()}
+        self.state = {id(p): {n: (int(v) if n == "step" else backend.to_device(v, p.device).astype(p.dtype, copy=True))
+                              for n, v in s.items()}
                       for p, s in ((params[int(i)], s) for i, s in state_dict["state"].items())}
 
 

@@ -6,6 +6,7 @@ numbers in any process. Each worker keeps to one BLAS thread: two processes with
 threads each on two cores fight for them (benchmarks/README.md has the measurements).
 """
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -58,7 +59,9 @@ def map_runs(fn, runs, jobs):
     try:
         for _ in range(min(jobs, len(runs))):
             ours, theirs = context.Pipe()
-            worker = context.Process(target=_worker, args=(fn, runs, theirs), daemon=True)
+            # the worker closes every parent end it inherits, so the parent's death reads as end-of-file there
+            worker = context.Process(target=_worker, args=(fn, runs, theirs, [ours, *running], os.getpid()),
+                                     daemon=True)
             worker.start()
             workers.append(worker)
             theirs.close()  # now the pipe reads as closed the moment the worker dies
@@ -95,13 +98,33 @@ def _hand_out(todo, running, ours, worker):
         ours.send(None)
 
 
-def _worker(fn, runs, pipe):
+def _worker(fn, runs, pipe, parent_ends, parent):
+    for end in parent_ends:
+        end.close()
+    _die_with(parent)
     threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
-    while (i := pipe.recv()) is not None:
+    while True:
+        try:
+            i = pipe.recv()
+        except EOFError:  # the parent is gone (killed): nothing to run for
+            return
+        if i is None:
+            return
         try:
             pipe.send((i, True, fn(runs[i])))
         except Exception as e:  # the caller raises it, as if fn had run there
             pipe.send((i, False, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+def _die_with(parent):
+    """On Linux, ask the kernel to end this worker when its parent dies, even mid-run (a killed
+    parent would otherwise leave it computing for no one)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker still stops at its next read
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
 
 
 def _picklable(e):

@@ -25,6 +25,7 @@ number is tuned on the test set it reports.
 """
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -203,8 +204,21 @@ def module_settings(module):
         registered = set(m._parameters) | set(m._buffers) | set(m._modules)  # in the repr and the weights hash
         settings = sorted((k, _setting(v)) for k, v in vars(m).items()
                           if not k.startswith("_") and k not in modes and k not in registered)
+        settings += sorted((f"class {k}", _setting(v)) for k, v in _class_data(type(m)).items())
         lines.append(f"{name or '.'} {type(m).__module__}.{type(m).__qualname__} {settings}")
     return "\n".join(lines)
+
+
+def _class_data(cls):
+    """The data a layer's class holds (a user's `scale = 2.0` in the class body), not its methods."""
+    data = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.startswith("minitl.") or klass is object:
+            continue  # minitl's own classes keep their settings on the instance
+        for k, v in vars(klass).items():
+            if not k.startswith("_") and not callable(v) and not isinstance(v, (property, classmethod, staticmethod)):
+                data[k] = v
+    return data
 
 
 def _setting(v, depth=0):
@@ -218,14 +232,27 @@ def _setting(v, depth=0):
     if isinstance(v, dict):
         items = sorted((repr(k), _setting(x, depth + 1)) for k, x in v.items())
         return "{" + ", ".join(f"{k}: {x}" for k, x in items) + "}"
+    if isinstance(v, (set, frozenset)):
+        return f"{type(v).__name__}{{{', '.join(sorted(_setting(x, depth + 1) for x in v))}}}"
+    if isinstance(v, (bytes, bytearray)):
+        return f"bytes {hashlib.sha256(v).hexdigest()[:16]}"
+    if isinstance(v, type):  # a class or a dtype's type (np.float32)
+        return f"type {v.__module__}.{v.__qualname__}"
     if isinstance(v, Tensor):
         v = v.data
     if backend.is_array(v):
         return f"array {v.dtype} {tuple(v.shape)} {_checksum(backend.to_host(v))[:16]}"
+    if isinstance(v, nn.Module):  # a layer kept outside the registered children (in a list)
+        return f"module {repr(v)} {weights_hash(v)}"
+    if isinstance(v, functools.partial):
+        return f"partial {_setting(v.func, depth + 1)} {_setting(v.args, depth + 1)} {_setting(v.keywords, depth + 1)}"
     code = getattr(v, "__code__", None)
-    if code is not None:
+    if code is not None:  # a function or a bound method: its code, what it closes over, what it is bound to
         cells = [c.cell_contents for c in (getattr(v, "__closure__", None) or ())]
-        return f"function {v.__qualname__} {_code_digest(code)} {_setting(cells, depth + 1)}"
+        bound = _setting(v.__self__, depth + 1) if hasattr(v, "__self__") else ""
+        return f"function {v.__qualname__} {_code_digest(code)} {_setting(cells, depth + 1)} {bound}"
+    if hasattr(v, "__dict__"):  # a plain object, a namespace, a dataclass, a callable object: what it holds
+        return f"<{type(v).__module__}.{type(v).__qualname__}> {_setting(vars(v), depth + 1)}"
     return f"<{type(v).__module__}.{type(v).__qualname__}>"  # an object minitl cannot look into
 
 
@@ -498,6 +525,8 @@ class Budget:
 
     def steps_for(self, n):
         """How many steps a run on n training examples takes."""
+        if not is_int(n) or n < 1:
+            raise ValueError(f"Budget.steps_for: the number of training examples must be a positive integer, got {n!r}")
         passes = math.ceil(self.epochs * n / min(self.batch_size, n)) if self.epochs else 0
         return min(max(self.steps, passes), max(self.max_steps, self.steps))
 

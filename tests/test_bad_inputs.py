@@ -610,7 +610,8 @@ OVERFLOWS = {
     "a huge Python float beside float32": (lambda: t(2) + 1e300, "1e\\+300 does not fit in float32"),
     "a huge Python int beside float32": (lambda: t(2) * 2**200, "does not fit in float32"),
     "an int beyond int8 beside int8": (lambda: mt.tensor(np.array([100], np.int8)) + 200, "200 does not fit in int8"),
-    "a float64 array made float32": (lambda: mt.tensor(np.array([1e39]), dtype=mt.float32), "some do not fit"),
+    "a float64 array made float32": (lambda: mt.tensor(np.array([1e39]), dtype=mt.float32),
+                                     "values: 1e\\+39 .and maybe others. does not fit in float32"),
     "a float64 state entry into float32": (lambda: load_into_linear(np.full(2, 1e300)),
                                            "values as large as 1e\\+300 do not fit its float32"),
 }
@@ -747,3 +748,111 @@ def test_results_arrive_in_order_while_later_runs_still_run(jobs):
     assert next(results) == 0
     gate.set()
     assert list(results) == [1, 4, 9]
+
+
+def test_workers_end_when_their_parent_is_killed():
+    """A SIGKILLed comparison left its --jobs workers blocked (or computing) for no one."""
+    import pathlib
+    import subprocess
+    import sys
+    import time
+
+    def alive(pid):
+        stat = pathlib.Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    if not pathlib.Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to see the workers")
+    script = ("import os, time\nfrom minitl import parallel\n"
+              # one write per pid: two workers' prints could interleave
+              "def run(i):\n    os.write(1, f'{os.getpid()}\\n'.encode())\n    time.sleep(60)\n"
+              "list(parallel.map_runs(run, [0, 1], 2))\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(parent.stdout.readline()) for _ in range(2)]
+    parent.kill()
+    parent.wait()
+    deadline = time.perf_counter() + 10
+    while any(alive(pid) for pid in workers) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "a worker outlived its parent"
+
+
+# ---------------------------------------------------------------- the second hostile pass of 2026-12-06
+
+SECOND_PASS = {  # (call, error type, phrase); each was silently wrong or a raw traceback before
+    "iterating a 0-d tensor": (lambda: list(mt.tensor(3.5)), TypeError, "iteration over a 0-d tensor"),
+    "a NumPy int beyond int32 beside int32": (lambda: mt.tensor(np.array([1, 2], np.int32)) * np.int64(2**40),
+                                               OverflowError, "1099511627776 does not fit in int32"),
+    "a NumPy uint64 beside int64": (lambda: mt.tensor(np.array([1, 2])) + np.uint64(2**64 - 1),
+                                    OverflowError, "does not fit in int64"),
+    "1e20 made int64": (lambda: mt.tensor(np.array([1e20]), dtype=mt.int64), OverflowError, "does not fit in int64"),
+    "-1 made uint8": (lambda: mt.tensor(np.array([-1]), dtype=np.uint8), OverflowError, "-1 (and maybe"),
+    "nan made int64 by .to": (lambda: mt.tensor([float("nan")]).to(mt.int64), OverflowError, "nan (and maybe"),
+    "1e300 made float32 by .float()": (lambda: mt.tensor(np.array([1e300, 1.0])).float(), OverflowError,
+                                       "does not fit in float32"),
+    "a Python int beyond int64": (lambda: mt.tensor(2**70, dtype=mt.int64), OverflowError, "cannot make a int64"),
+    "a non-module appended": (lambda: nn.Sequential(nn.ReLU()).append(3), TypeError, "3 is a int, not a Module"),
+    "a DataLoader seed of -1": (lambda: data.DataLoader(np.zeros((4, 1)), np.zeros(4, int), 2, seed=-1), ValueError,
+                                "DataLoader: seed must be an integer >= 0"),
+    "steps for no examples": (lambda: transfer.Budget(steps=1, epochs=3.0).steps_for(0), ValueError,
+                              "number of training examples must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", SECOND_PASS, ids=list(SECOND_PASS))
+def test_the_second_hostile_pass(case):
+    call, error, phrase = SECOND_PASS[case]
+    with pytest.raises(error) as caught:
+        call()
+    assert phrase in str(caught.value), str(caught.value)
+
+
+def test_values_that_just_fit_are_kept():
+    assert (t(1) + 3.4028235e38).data[0] == np.float32(3.4028235e38)  # float32's largest: it was refused
+    assert (mt.tensor(np.array([1.5, -2.7])).to(mt.int64)).data.tolist() == [1, -2]  # truncation is a cast, as in NumPy
+    assert nn.Dropout(np.float32(0.5)).p == 0.5
+
+
+def test_optimizer_options_edited_between_steps_are_checked_before_anything_moves():
+    lin = nn.Linear(4, 2)
+    opt = mt.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    for bad in (float("nan"), None, "0.1"):
+        F.mse_loss(lin(t(5, 4)), t(5, 2)).backward()
+        opt.step()
+        before = lin.weight.numpy().copy(), {k: s["momentum_buffer"].copy() for k, s in opt.state.items()}
+        opt.param_groups[0]["lr"] = bad  # a hand-written schedule's mistake: NaN weights, or a raw TypeError
+        with pytest.raises(ValueError, match=r"SGD.step: parameter group 0: Invalid learning rate"):
+            opt.step()
+        assert np.array_equal(lin.weight.numpy(), before[0])
+        assert all(np.array_equal(s["momentum_buffer"], before[1][k]) for k, s in opt.state.items())
+        opt.param_groups[0]["lr"] = 0.1
+
+
+def test_adam_state_that_would_overflow_is_refused_and_numpy_steps_are_kept_as_ints():
+    lin = nn.Linear(4, 2)
+    adam = mt.optim.Adam(lin.parameters())
+    F.mse_loss(lin(t(5, 4)), t(5, 2)).backward()
+    adam.step()
+    state = adam.state_dict()
+    state["state"][0]["step"] = np.int64(3)
+    adam.load_state_dict(state)
+    assert type(next(iter(adam.state.values()))["step"]) is int
+    state["state"][0]["exp_avg"] = np.full((2, 4), 1e300)  # accepted, then NaN weights after a step
+    with pytest.raises(ValueError, match="values as large as 1e\\+300, which do not fit its float32"):
+        adam.load_state_dict(state)
+
+
+def test_no_grad_covers_a_generators_body_and_modules_in_a_cycle_are_walked_once():
+    @mt.no_grad()
+    def doubled(x):
+        yield x * 2
+        yield x * 3
+
+    x = mt.tensor([1.0], requires_grad=True)
+    assert [y.requires_grad for y in doubled(x)] == [False, False] and mt.is_grad_enabled()
+    seq = nn.Sequential(nn.Linear(2, 2))
+    seq.append(seq)  # a RecursionError in named_modules
+    assert len(list(seq.named_parameters())) == 2 and len(list(seq.modules())) == 2

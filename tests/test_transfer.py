@@ -159,6 +159,63 @@ def test_feature_cache_keys_on_arrays_dicts_tensors_and_functions_of_a_layer(set
     assert cache.last == "hit"
 
 
+class Namespace:
+    """A plain object holding a layer's setting."""
+    def __init__(self, f):
+        self.f = f
+
+
+def _factor(v):
+    if isinstance(v, (set, frozenset)):
+        return max(v)
+    if isinstance(v, (bytes, type)):
+        return float(v[0]) if isinstance(v, bytes) else (2.0 if v is np.float32 else 3.0)
+    if isinstance(v, list):
+        return float(v[0].weight.data[0, 0])
+    return v() if callable(v) else v.f
+
+
+class Held(nn.Module):
+    """A user's layer whose factor sits where the second hostile pass found the cache blind."""
+    def __init__(self, v):
+        super().__init__()
+        self.v = v
+
+    def forward(self, x):
+        return x * _factor(self.v)
+
+
+def _set_first_weight(m, value):
+    m.v[0].weight.data[0, 0] = value
+
+
+MORE_CHANGES = {
+    "set changed in place": (lambda: {2.0}, lambda m: (m.v.clear(), m.v.add(3.0))),
+    "object attribute": (lambda: Namespace(2.0), lambda m: setattr(m.v, "f", 3.0)),
+    "functools.partial": (lambda: __import__("functools").partial(float, 2.0),
+                          lambda m: setattr(m, "v", __import__("functools").partial(float, 3.0))),
+    "bytes": (lambda: bytes([2]), lambda m: setattr(m, "v", bytes([3]))),
+    "a type": (lambda: np.float32, lambda m: setattr(m, "v", np.float16)),
+    "a layer in a list": (lambda: [nn.Linear(1, 1)], lambda m: _set_first_weight(m, 2.0)),
+}
+
+
+@pytest.mark.parametrize("change", MORE_CHANGES, ids=list(MORE_CHANGES))
+def test_feature_cache_keys_on_objects_sets_partials_bytes_types_and_listed_layers(setup, tmp_path, change):
+    d, source, _ = setup
+    make, apply = MORE_CHANGES[change]
+    cache = transfer.FeatureCache(str(tmp_path), log=quiet)
+    held = Held(make())
+    if change == "a layer in a list":
+        held.v[0].weight.data[0, 0] = 1.0
+    backbone = nn.Sequential(source.features, held)
+    before = cache.features(backbone, d.target_pool, "pool")
+    apply(held)
+    after = cache.features(backbone, d.target_pool, "pool")
+    assert cache.last == "recomputed: it was made for another backbone structure"
+    assert not np.allclose(after, before)
+
+
 def test_a_backbone_that_normalises_with_each_batch_is_not_cached(setup, tmp_path):
     """BatchNorm with track_running_stats=False uses each batch's statistics even in eval mode: the
     cache hit at another batch size (issue 18, item 4). Refused, naming the layer."""

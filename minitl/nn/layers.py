@@ -237,9 +237,9 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+        if not is_real(p) or not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
-        self.p = p
+        self.p = float(p)  # np.float32(0.5) is welcome, and kept as a Python number
 
     def forward(self, x):
         with _named_errors(self):

@@ -4,7 +4,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from minitl import backend
-from minitl.autograd import Tensor
+from minitl.autograd import Tensor, would_overflow
 
 
 class Parameter(Tensor):
@@ -108,11 +108,17 @@ class Module:
     def children(self):
         return (m for _, m in self.named_children())
 
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix="", memo=None):
+        """(dotted name, module) of this module and every one inside, each once (a module that
+        holds itself, or one reached twice, is not walked again), as in PyTorch."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:  # a slot set to None (as in PyTorch)
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -234,7 +240,7 @@ class Module:
                                 f"{p.dtype} (they would wrap around)")
             elif tuple(value.shape) != p.shape:
                 problems.append(f"{name}: shape {tuple(value.shape)} in the state dict, {p.shape} in the model")
-            elif p.dtype.kind == "f" and _too_large(value, p.dtype):
+            elif p.dtype.kind == "f" and would_overflow(value, p.dtype):
                 problems.append(f"{name}: values as large as {float(abs(value).max()):.3g} do not fit its {p.dtype} "
                                 f"(they would become inf)")
             else:
@@ -274,13 +280,6 @@ def _from_foreign(value):
     return (value if array is None else array), None
 
 
-def _too_large(value, dtype):
-    """Whether a finite value would become inf in the float dtype (1e300 into float32)."""
-    xp = backend.get_array_module(value)
-    finite = value[xp.isfinite(value)] if value.dtype.kind == "f" else value
-    return bool(finite.size) and float(abs(finite).max()) > float(backend.numpy_host.finfo(dtype).max)
-
-
 def _fits(value, dtype):
     """Whether every integer (or bool) in value is exactly representable in the integer dtype."""
     info = backend.numpy_host.iinfo(dtype)
@@ -315,5 +314,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, module):
+        if not isinstance(module, Module):  # setattr would keep a non-module as a plain attribute, unused
+            raise TypeError(f"Sequential.append: {module!r} is a {type(module).__name__}, not a Module")
         setattr(self, str(len(self)), module)
         return self
