@@ -126,7 +126,8 @@ def lambdas(dataset, seeds, log=print):
 
 
 def main():
-    sys.stdout.reconfigure(line_buffering=True)  # each line reaches a pipe or a log file when it is printed
+    if hasattr(sys.stdout, "reconfigure"):  # each line reaches a pipe or a log file when it is printed
+        sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="glyphs")
     parser.add_argument("--k", default="2,10,all")

@@ -176,28 +176,33 @@ except ImportError:
     print("(section 6 skipped: PyTorch is not installed; pip install torch==2.13.0 gives the CPU build)")
 
 
-def torch_twin(num_classes):
-    """transfer.TransferCNN in PyTorch: the same layers under the same state-dict names."""
-    tnn = torch.nn
-    net = tnn.Module()
-    net.features = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-                                  tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-                                  tnn.Linear(32 * 4 * 4, 64), tnn.ReLU())
-    net.head = tnn.Linear(64, num_classes)
-    net.forward = lambda x: net.head(net.features(x))
-    return net
-
-
 if torch is not None:
+    class TorchTwin(torch.nn.Module):
+        """transfer.TransferCNN in PyTorch: the same layers under the same state-dict names."""
+
+        def __init__(self, num_classes):
+            super().__init__()
+            tnn = torch.nn
+            self.features = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                                           tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
+                                           tnn.Flatten(), tnn.Linear(32 * 4 * 4, 64), tnn.ReLU())
+            self.head = tnn.Linear(64, num_classes)
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+
     torch.set_num_threads(1)  # PyTorch's thread pool and OpenBLAS's fight on a small machine
     torch.manual_seed(SEED)
-    theirs = torch_twin(len(glyphs.source_classes))
+    theirs = TorchTwin(len(glyphs.source_classes))
     torch_opt = torch.optim.Adam(theirs.parameters(), lr=transfer.SOURCE_LR)
     xs, ys = torch.from_numpy(glyphs.source_train.x), torch.from_numpy(glyphs.source_train.y)
     for _ in range(100 if args.quick else 300):  # PyTorch's own training loop, on the source task
         batch = torch.randint(0, len(ys), (transfer.SOURCE_BATCH,))
         loss = torch.nn.functional.cross_entropy(theirs(xs[batch]), ys[batch])
-        torch_opt.zero_grad(), loss.backward(), torch_opt.step()
+        torch_opt.zero_grad()
+        loss.backward()
+        torch_opt.step()
     path = os.path.join(args.out, "source_from_pytorch.safetensors")
     os.makedirs(args.out, exist_ok=True)
     mt.save(theirs.state_dict(), path)  # PyTorch's tensors, written as safetensors
@@ -208,11 +213,11 @@ if torch is not None:
     result = transfer.linear_probe(brought, glyphs, train, PROBE, SEED, args.device)  # the seed's recipe
     print(f"its new head, trained in minitl on k={K}: target test accuracy {result.accuracy:.3f}")
 
-    back = torch_twin(len(glyphs.target_classes))
+    back = TorchTwin(len(glyphs.target_classes))
     back.load_state_dict({k: torch.from_dlpack(backend.to_host(v)) for k, v in result.model.state_dict().items()})
     back.eval()
     x = glyphs.target_test.x[:64]
-    gap = abs(back(torch.from_numpy(x)).detach().numpy() - mt.backend.to_host(result.model(mt.tensor(
+    gap = abs(back(torch.from_numpy(x)).detach().numpy() - backend.to_host(result.model(mt.tensor(
         x, device=args.device)).data)).max()
     print(f"back in PyTorch: the largest logit difference from minitl's is {gap:.1e}")
     assert gap < 1e-4

@@ -115,7 +115,12 @@ def main(argv=None):
 
 def console():
     """The `minitl` command (pyproject's console script): the same as python -m minitl."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the workers end with the parent)
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ class _GradMode(threading.local):
     """Per thread, as in PyTorch: a thread evaluating under no_grad leaves another one's training alone."""
     enabled = True
 
+    def __init__(self):
+        self.entered = []  # the modes that the no_grad blocks this thread is inside replaced
+
 
 _grad_mode = _GradMode()
 
@@ -36,18 +39,29 @@ class no_grad:
             return super().__new__(cls)
         if not callable(fn):
             raise TypeError(f"no_grad takes no arguments (or decorates a function), got {fn!r}")
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):  # its body runs later, elsewhere
+            raise TypeError(f"no_grad cannot decorate the async function {fn.__qualname__}: use `with no_grad():` "
+                            f"inside it")
 
         if inspect.isgeneratorfunction(fn):  # its body runs at each next(), after the call returned
             @functools.wraps(fn)
             def generator_without_grad(*args, **kwargs):
-                gen, sent = fn(*args, **kwargs), None
+                gen = fn(*args, **kwargs)
+                resume = functools.partial(gen.send, None)
                 while True:
-                    with cls():
-                        try:
-                            item = gen.send(sent)
-                        except StopIteration as stop:
-                            return stop.value
-                    sent = yield item
+                    try:
+                        with cls():
+                            item = resume()
+                    except StopIteration as stop:
+                        return stop.value
+                    try:
+                        resume = functools.partial(gen.send, (yield item))
+                    except GeneratorExit:
+                        with cls():
+                            gen.close()
+                        raise
+                    except BaseException as e:  # thrown in: the body sees it, under no_grad
+                        resume = functools.partial(gen.throw, e)
             return generator_without_grad
 
         @functools.wraps(fn)
@@ -57,12 +71,11 @@ class no_grad:
         return without_grad
 
     def __enter__(self):
-        self._previous = getattr(self, "_previous", [])  # a stack: nested entries of one object
-        self._previous.append(_grad_mode.enabled)
+        _grad_mode.entered.append(_grad_mode.enabled)  # per thread, so one object serves every thread
         _grad_mode.enabled = False
 
     def __exit__(self, *exc):
-        _grad_mode.enabled = self._previous.pop()
+        _grad_mode.enabled = _grad_mode.entered.pop()
 
     def __call__(self, fn):
         return no_grad(fn)
@@ -88,7 +101,8 @@ def _checked_cast(array, dtype):
     with _quiet(xp):
         out = array.astype(dtype)
     source = array.dtype
-    if dtype.kind == "f" and source.kind in "fiu" and (source.kind != "f" or dtype.itemsize < source.itemsize):
+    if dtype.kind == "f" and (source.kind == "f" and dtype.itemsize < source.itemsize or
+                              source.kind in "iu" and dtype.itemsize == 2):  # narrower floats; ints into float16
         bad = xp.isinf(out) & xp.isfinite(array)
     elif dtype.kind in "iu" and source.kind == "f":
         info = backend.numpy_host.iinfo(dtype)
@@ -98,7 +112,7 @@ def _checked_cast(array, dtype):
         bad = (array < info.min) | (array > info.max)
     else:
         return out
-    if bool(bad.any()):  # (on a GPU a read-back: casts are set-up work, never inside a training step)
+    if bool(bad.any()):  # on a GPU this reads one flag back (a sync): such a cast belongs outside a training step
         first = array[bad][:1].tolist() if xp is backend.numpy_host else backend.to_host(array[bad][:1]).tolist()
         raise OverflowError(f"cannot make {dtype} values of these {source} values: {first[0]!r} (and maybe others) "
                             f"does not fit in {dtype}")
@@ -171,8 +185,12 @@ class Tensor:
         return a.copy() if copy else a
 
     def __dlpack__(self, **kwargs):
-        """DLPack export, so torch.from_dlpack(t) and cupy.from_dlpack(t) share this tensor's data."""
-        return self.data.__dlpack__(**kwargs)
+        """DLPack export, so torch.from_dlpack(t) and cupy.from_dlpack(t) share this tensor's data
+        (a view with a negative stride, t[::-1], goes as a copy: PyTorch aborts the process on one)."""
+        data = self.data
+        if any(step < 0 for step in data.strides):
+            data = backend.get_array_module(data).ascontiguousarray(data)
+        return data.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
@@ -193,9 +211,9 @@ class Tensor:
 
     def __format__(self, spec):
         """f"{loss:.3f}" formats a one-element tensor's value, as in PyTorch."""
-        if spec and self.data.size == 1:
-            return format(self.item(), spec)
-        return format(repr(self), spec)
+        if spec and self.data.size != 1:
+            raise TypeError(f"format spec {spec!r} needs a one-element tensor, this one has shape {self.shape}")
+        return format(self.item(), spec) if spec else repr(self)
 
     def __init__(self, data, requires_grad=False, device=None, dtype=None):
         self.data = _as_array(data, dtype, device)
@@ -519,7 +537,7 @@ def _run_backward(root, grad, retain_graph=False):
 def _own_gradient(t, gy, owned):
     """gy as t's .grad: t's alone (so += into it is safe) and laid out like t's data, as in PyTorch.
     A new array that nothing else holds, already in t's layout, is kept as it is; else it is copied."""
-    if owned and gy.strides == t.data.strides:
+    if owned and type(gy) is type(t.data) and gy.strides == t.data.strides:  # (NumPy's 0-d results are scalars)
         return gy
     g = backend.get_array_module(gy).empty_like(t.data, dtype=gy.dtype)  # t's layout ("K" order)
     g[...] = gy
@@ -1029,7 +1047,8 @@ def getitem(x, index):
 
 
 class Cast(Function):
-    """y = x as another dtype;  gx = gy cast back to x's dtype"""
+    """y = x as another dtype;  gx = gy cast back to x's dtype
+    (a cast that could lose a value is checked: on a GPU, one read-back)"""
     new_grads = True
     reads_inputs = False
 

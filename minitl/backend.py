@@ -196,6 +196,20 @@ def from_foreign(value):
     return None
 
 
+def array_of(value):
+    """value itself if it is an array (or a plain Python value, for the caller to refuse by its
+    type); another library's tensor as an array (from_foreign). A tensor that cannot become one
+    (bfloat16 through DLPack) is a TypeError naming its type. What mt.save and load_state_dict
+    accept, in one place."""
+    if is_array(value) or value is None or isinstance(value, (int, float, complex, str, bytes, list, tuple, dict)):
+        return value
+    try:
+        array = from_foreign(value)
+    except Exception as e:  # a dtype DLPack or NumPy cannot carry, a device CuPy is not on
+        raise TypeError(f"a {type(value).__name__} that cannot become an array ({type(e).__name__}: {e})") from None
+    return value if array is None else array
+
+
 def to_host(array):
     """A NumPy array, wherever the data lives."""
     return to_device(array, "cpu")
@@ -489,6 +503,8 @@ def _parse_npy(raw, name):
         raise ValueError(f"member {name!r} has a damaged header ({type(e).__name__}: {e})") from None
     if dtype.hasobject or dtype.kind not in "biufc":
         raise ValueError(f"member {name!r} holds {dtype} data: only numbers are read (nothing is unpickled)")
+    if not all(type(d) is int and d >= 0 for d in shape):  # (NumPy's header parser lets (True,) through)
+        raise ValueError(f"member {name!r} has a damaged header: shape {shape!r}")
     count = math.prod(shape)
     expected, found = count * dtype.itemsize, len(raw) - f.tell()
     if expected != found:

@@ -7,6 +7,7 @@ fixed in advance on development data (transfer.BUDGETS); the test set is only ev
 to report accuracy.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -158,19 +159,20 @@ def run_comparison(dataset="glyphs", methods=transfer.METHODS, ks=DEFAULT_K, see
             transfer.run_method(method, source, data, warm_up, cache,
                                 dataclasses.replace(budgets[method], steps=2, epochs=0, max_steps=0), 0, device)
     log(f"{len(runs)} runs in {jobs} process{'es' if jobs > 1 else ''}")
-    results = parallel.map_runs(_one_run, runs, jobs)  # in order, each as soon as it is done
-    for done, (method, k) in enumerate(cells, start=1):
-        cell = {"accuracy": [], "seconds": [], "steps": [], "loss_curve": []}
-        for _ in range(seeds):
-            accuracy, seconds, losses = next(results)
-            cell["accuracy"].append(accuracy)
-            cell["seconds"].append(seconds)
-            cell["steps"].append(len(losses))
-            points, cell["loss_curve_step"] = curve(losses)
-            cell["loss_curve"].append(points)
-        table[method][str(k)] = cell
-        log(f"  [{done:>2}/{len(cells)}] {method:<22} k={str(k):<4} {report.mean_std(cell['accuracy'])}  "
-            f"({statistics.fmean(cell['seconds']):.2f} s/run, {cell['steps'][0]} steps)")
+    # in order, each as soon as it is done; closed on an error, so the workers end at once, not when collected
+    with contextlib.closing(parallel.map_runs(_one_run, runs, jobs)) as results:
+        for done, (method, k) in enumerate(cells, start=1):
+            cell = {"accuracy": [], "seconds": [], "steps": [], "loss_curve": []}
+            for _ in range(seeds):
+                accuracy, seconds, losses = next(results)
+                cell["accuracy"].append(accuracy)
+                cell["seconds"].append(seconds)
+                cell["steps"].append(len(losses))
+                points, cell["loss_curve_step"] = curve(losses)
+                cell["loss_curve"].append(points)
+            table[method][str(k)] = cell
+            log(f"  [{done:>2}/{len(cells)}] {method:<22} k={str(k):<4} {report.mean_std(cell['accuracy'])}  "
+                f"({statistics.fmean(cell['seconds']):.2f} s/run, {cell['steps'][0]} steps)")
     total = time.perf_counter() - start
     print_table(table, ks, log)
     log(f"\ntotal {total:.1f} s")

@@ -285,6 +285,9 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and (not is_int(seed) or seed < 0):
             raise ValueError(f"DataLoader: seed must be an integer >= 0 (or None), got {seed!r}")
+        for flag, value in (("shuffle", shuffle), ("drop_last", drop_last)):
+            if not isinstance(value, bool):  # shuffle="False" would shuffle
+                raise TypeError(f"DataLoader: {flag} must be True or False, got {value!r}")
         x = x if backend.is_array(x) else np.asarray(x)
         y = y if backend.is_array(y) else np.asarray(y)
         if x.ndim < 1 or y.ndim != 1:
@@ -293,6 +296,9 @@ class DataLoader:
             raise ValueError(f"DataLoader: x has {len(x)} examples but y has {len(y)}")
         if len(y) == 0:
             raise ValueError("DataLoader: there are no examples (x and y are empty)")
+        if drop_last and batch_size > len(y):
+            raise ValueError(f"DataLoader: drop_last with batch_size {batch_size} and {len(y)} examples leaves no "
+                             f"batch at all")
         if backend.is_integer(y.dtype) and int(y.min()) < 0:
             i = int((y < 0).argmax())
             raise ValueError(f"DataLoader: label {int(y[i])} at position {i} is negative; "

@@ -36,13 +36,10 @@ def save(state_dict, path):
             raise ValueError(f"save: keys must be non-empty printable strings without '/', other than {_MARK!r}; "
                              f"got {name!r}")
         value = value.data if isinstance(value, Tensor) else value
-        if not backend.is_array(value) and not isinstance(value, (int, float, str, list, tuple, dict)):
-            try:  # another library's tensor (a PyTorch state dict's values)
-                array = backend.from_foreign(value)
-            except Exception as e:
-                raise TypeError(f"save: {name!r} is a {type(value).__name__} that cannot become an array "
-                                f"({type(e).__name__}: {e})") from None
-            value = value if array is None else array
+        try:
+            value = backend.array_of(value)  # another library's tensor (a PyTorch state dict's values)
+        except TypeError as e:
+            raise TypeError(f"save: {name!r} is {e}") from None
         if not backend.is_array(value):
             raise TypeError(f"save: {name!r} is a {type(value).__name__}; only arrays and tensors can be saved")
         if value.dtype.hasobject or value.dtype.kind not in "biufc":
@@ -72,7 +69,15 @@ def save(state_dict, path):
 
 _SAFETENSORS_DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "F16": "<f2",
                        "I32": "<i4", "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}
-_CHECKSUMS = "minitl_sha256"  # the metadata key: JSON {name: sha256 of the tensor's bytes}
+_CHECKSUMS = "minitl_sha256"  # the metadata key: JSON {name: sha256 of the tensor's name, dtype, shape and bytes}
+_MINITL = "minitl_format"  # present with the checksums in every file minitl writes: one without the other is damage
+
+
+def _tensor_sum(name, entry, raw):
+    """What a tensor's checksum covers: its name, dtype, shape and bytes (a flipped "F32" -> "I32" is damage too)."""
+    h = hashlib.sha256(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+    h.update(raw)
+    return h.hexdigest()
 
 
 def _safetensors_bytes(arrays):
@@ -90,8 +95,8 @@ def _safetensors_bytes(arrays):
         header[name] = {"dtype": codes[little], "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
-        sums[name] = hashlib.sha256(raw).hexdigest()
-    header["__metadata__"] = {"format": "np", _CHECKSUMS: json.dumps(sums, sort_keys=True)}
+        sums[name] = _tensor_sum(name, header[name], raw)
+    header["__metadata__"] = {"format": "np", _MINITL: str(FORMAT), _CHECKSUMS: json.dumps(sums, sort_keys=True)}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
@@ -109,17 +114,19 @@ def _read_safetensors(path):
         raise ValueError(f"its header claims {n} bytes, more than the file holds")
     try:
         header = json.loads(raw[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"its header is not JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # (RecursionError: nested 10**5 deep)
+        raise ValueError(f"its header is not JSON ({type(e).__name__}: {e})") from None
     if not isinstance(header, dict):
         raise ValueError("its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"its metadata is a {type(metadata).__name__}, not an object of strings")
     data, spans = memoryview(raw)[8 + n:], []
     for name, entry in header.items():
         try:
             dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
             shape, (begin, end) = list(entry["shape"]), entry["data_offsets"]
-            if not all(isinstance(x, int) and x >= 0 for x in (*shape, begin, end)):
+            if not all(type(x) is int and x >= 0 for x in (*shape, begin, end)):  # (JSON's true is no size)
                 raise ValueError
         except KeyError as e:
             raise ValueError(f"tensor {name!r}: unknown or missing {e} (minitl reads "
@@ -130,20 +137,28 @@ def _read_safetensors(path):
         if not begin <= end <= len(data) or end - begin != expected:
             raise ValueError(f"tensor {name!r}: {entry['dtype']} of shape {tuple(shape)} needs {expected} bytes, "
                              f"but its offsets are {begin} to {end} in {len(data)} bytes of data")
-        spans.append((begin, end, name, dtype, shape))
-    spans.sort()
+        spans.append((begin, end, name, dtype, shape, entry))
+    spans.sort(key=lambda span: span[:2])
     if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
         raise ValueError("two tensors' bytes overlap")
+    ends = [0] + [span[1] for span in spans]  # the format's rule: the tensors fill the data, with no gap
+    if any(span[0] != end for span, end in zip(spans, ends)) or ends[-1] != len(data):
+        raise ValueError(f"its tensors do not fill its {len(data)} bytes of data back to back (a gap, or bytes "
+                         f"left over)")
+    if (_CHECKSUMS in metadata) != (_MINITL in metadata):
+        raise ValueError(f"its metadata has one of {_MINITL!r} and {_CHECKSUMS!r} but not the other (a damaged key)")
     sums = {}
     if _CHECKSUMS in metadata:
         try:
             sums = json.loads(metadata[_CHECKSUMS])
         except (TypeError, json.JSONDecodeError):
             raise ValueError("its checksums (metadata) are damaged") from None
+        if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+            raise ValueError("its checksums (metadata) are damaged")
     arrays = {}
-    for begin, end, name, dtype, shape in spans:
+    for begin, end, name, dtype, shape, entry in spans:
         chunk = data[begin:end]
-        if name in sums and hashlib.sha256(chunk).hexdigest() != sums[name]:
+        if name in sums and _tensor_sum(name, entry, chunk) != sums[name]:
             raise ValueError(f"tensor {name!r} does not match its checksum (the file was changed or damaged)")
         arrays[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     if sums and set(sums) != set(arrays):
@@ -157,9 +172,9 @@ def atomic_write(path, mode="wb"):
     it, which is renamed over `path` only when the block ends without error. A crash leaves the
     old file (or none); an error removes the temporary file. A new file gets the permissions
     open() would give it (0666 less the umask), a file written again keeps its own if its owner
-    could read it (an unreadable one gets a new file's); a read-only file (its owner may read
-    but not write it) is refused, as open() refuses it; a symbolic link is followed; and two
-    writers never share a temporary name."""
+    could read it (an unreadable one gets a new file's); a file marked read-only (its owner may
+    read but not write it) is never replaced, whoever writes (root's open() would); a symbolic
+    link is followed; and two writers never share a temporary name."""
     path = os.fspath(path)
     if not path or os.path.isdir(path):
         raise ValueError(f"{path!r} is {'a folder' if path else 'empty'}: give the name of a file to write")
@@ -214,7 +229,7 @@ def load(path, foreign=False):
     if path.endswith(".safetensors"):
         try:
             return _read_safetensors(path)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # (a header can be damaged in ways no check above foresaw)
             raise ValueError(f"load: {path} is not a readable .safetensors file: {e}") from None
         except OSError as e:
             raise ValueError(f"load: {path} cannot be read: {e}") from None

@@ -9,6 +9,7 @@ features of the whole target pool are computed once and cached; every (k, seed) 
 trains on the rows it draws, so the whole table takes seconds.
 """
 
+import contextlib
 import statistics
 import time
 
@@ -52,12 +53,12 @@ def run_layers(dataset="glyphs", ks=DEFAULT_K, seeds=3, device=None, out=None, l
         sizes[at] = features[at][0].shape[1]
     _RUN.update(data=data, features=features, budget=budget, num_classes=num_classes, device=device)
     runs = [(at, k, seed) for at in features for k in ks for seed in range(seeds)]
-    accuracies = parallel.map_runs(_one_head, runs, parallel.default_jobs(device))  # in order, as they finish
     table = {}
-    for at in features:  # each row is printed as soon as its runs are done
-        row = table[at] = {str(k): {"accuracy": [next(accuracies) for _ in range(seeds)]} for k in ks}
-        log(f"  {at:<12} {sizes[at]:>5} features  " + "  ".join(
-            f"k={k}: {statistics.fmean(row[str(k)]['accuracy']):.3f}" for k in ks))
+    with contextlib.closing(parallel.map_runs(_one_head, runs, parallel.default_jobs(device))) as accuracies:
+        for at in features:  # each row is printed as soon as its runs are done
+            row = table[at] = {str(k): {"accuracy": [next(accuracies) for _ in range(seeds)]} for k in ks}
+            log(f"  {at:<12} {sizes[at]:>5} features  " + "  ".join(
+                f"k={k}: {statistics.fmean(row[str(k)]['accuracy']):.3f}" for k in ks))
     total = time.perf_counter() - start
     headers = ["cut point", "features"] + [f"k={k}" for k in ks]
     log("\nlinear probe accuracy on the held-out target test set, by the layer it reads (mean ± std over seeds)")

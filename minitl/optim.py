@@ -15,6 +15,11 @@ def check_number(where, what, value, high=None):
         raise ValueError(f"{where}: Invalid {what}: {value!r} (expected {bound})")
 
 
+def _options(group):
+    """A group's options with their types: nesterov=1 is not the True it replaced, np.float64(0.1) not 0.1."""
+    return tuple((k, type(v), v) for k, v in group.items() if k != "params")
+
+
 def _describe(value):
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         kind = f"{type(value).__module__.split('.')[0]} {type(value).__name__}"
@@ -81,10 +86,10 @@ class Optimizer:
 
     def step(self):
         for i, group in enumerate(self.param_groups):  # a schedule may have edited a group since its last check
-            options = tuple(v for k, v in group.items() if k != "params")
+            options = _options(group)
             if self._checked.get(id(group)) != options:  # (a cheap comparison; the full check only on a change)
                 self.check_group(group, f"{type(self).__name__}.step: parameter group {i}")
-                self._checked[id(group)] = tuple(v for k, v in group.items() if k != "params")
+                self._checked[id(group)] = _options(group)
         todo = [(p, group) for group in self.param_groups for p in group["params"]
                 if p.requires_grad and p.grad is not None]  # frozen: bit-identical, whatever the state
         for p, _ in todo:  # all checked before any parameter moves

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import traceback
 from multiprocessing import connection
 
 from threadpoolctl import threadpool_limits
@@ -39,6 +40,13 @@ def check_jobs(jobs, device):
 
 class LostRun(RuntimeError):
     """A worker process died in the middle of a run (killed, or out of memory)."""
+
+
+class RemoteTraceback(Exception):
+    """Where a run's error came from, in its worker process: shown as the cause of the error."""
+
+    def __str__(self):
+        return self.args[0]
 
 
 def map_runs(fn, runs, jobs):
@@ -70,11 +78,11 @@ def map_runs(fn, runs, jobs):
             for ours in connection.wait(list(running)):
                 worker, i = running.pop(ours)
                 try:
-                    _, ok, value = ours.recv()
+                    _, ok, value, remote = ours.recv()
                 except EOFError:
                     raise LostRun(_lost(worker, runs[i], done + len(ready), len(runs))) from None
-                if not ok:
-                    raise value
+                if not ok:  # raised here, with the worker's traceback as its cause (as Pool does)
+                    raise value from RemoteTraceback(f"run {runs[i]!r}, in worker process {worker.pid}:\n{remote}")
                 ready[i] = value
                 _hand_out(todo, running, ours, worker)
             while done in ready:  # in order: the next result the caller waits for, and any after it
@@ -102,6 +110,7 @@ def _worker(fn, runs, pipe, parent_ends, parent):
     for end in parent_ends:
         end.close()
     _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the workers
     threadpool_limits(1, user_api="blas")  # two workers on two cores: more threads would fight
     while True:
         try:
@@ -111,9 +120,10 @@ def _worker(fn, runs, pipe, parent_ends, parent):
         if i is None:
             return
         try:
-            pipe.send((i, True, fn(runs[i])))
+            pipe.send((i, True, fn(runs[i]), None))
         except Exception as e:  # the caller raises it, as if fn had run there
-            pipe.send((i, False, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}")))
+            e = e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}")
+            pipe.send((i, False, e, traceback.format_exc()))
 
 
 def _die_with(parent):

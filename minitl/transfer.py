@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import types
 from dataclasses import dataclass, field
 
 from minitl import backend, nn
@@ -238,28 +239,49 @@ def _setting(v, depth=0):
         return f"bytes {hashlib.sha256(v).hexdigest()[:16]}"
     if isinstance(v, type):  # a class or a dtype's type (np.float32)
         return f"type {v.__module__}.{v.__qualname__}"
+    if isinstance(v, (slice, range)):
+        return repr(v)
+    if isinstance(v, memoryview):
+        return f"bytes {hashlib.sha256(v.tobytes()).hexdigest()[:16]}"
     if isinstance(v, Tensor):
         v = v.data
+    if hasattr(v, "mask") and backend.is_array(v):  # a masked array: its mask counts too
+        return f"masked {_setting(backend.numpy_host.asarray(v), depth + 1)} {_setting(v.mask, depth + 1)}"
+    if not backend.is_array(v) and (hasattr(v, "__dlpack__") or hasattr(v, "__array__")):
+        try:  # another library's tensor (a PyTorch constant)
+            v = backend.array_of(v)
+        except TypeError:
+            pass
     if backend.is_array(v):
         return f"array {v.dtype} {tuple(v.shape)} {_checksum(backend.to_host(v))[:16]}"
+    if isinstance(v, (backend.numpy_host.random.Generator, backend.numpy_host.random.RandomState)):
+        state = v.bit_generator.state if hasattr(v, "bit_generator") else v.get_state(legacy=False)
+        return f"generator {_setting(state, depth + 1)}"
     if isinstance(v, nn.Module):  # a layer kept outside the registered children (in a list)
         return f"module {repr(v)} {weights_hash(v)}"
     if isinstance(v, functools.partial):
         return f"partial {_setting(v.func, depth + 1)} {_setting(v.args, depth + 1)} {_setting(v.keywords, depth + 1)}"
     code = getattr(v, "__code__", None)
-    if code is not None:  # a function or a bound method: its code, what it closes over, what it is bound to
-        cells = [c.cell_contents for c in (getattr(v, "__closure__", None) or ())]
+    if code is not None:  # a function or a bound method: its code, defaults, closure and what it is bound to
+        held = [c.cell_contents for c in (getattr(v, "__closure__", None) or ())]
+        held += [getattr(v, "__defaults__", None), getattr(v, "__kwdefaults__", None)]
         bound = _setting(v.__self__, depth + 1) if hasattr(v, "__self__") else ""
-        return f"function {v.__qualname__} {_code_digest(code)} {_setting(cells, depth + 1)} {bound}"
+        return f"function {v.__qualname__} {_code_digest(code)} {_setting(held, depth + 1)} {bound}"
+    if isinstance(v, types.ModuleType):  # (what a built-in function is bound to: operator.add's is operator)
+        return f"module {v.__name__}"
+    if callable(v) and hasattr(v, "__self__"):  # a built-in function or method (operator.add, [1].count, rng.random)
+        return f"builtin {getattr(v, '__module__', None)}.{v.__qualname__} {_setting(v.__self__, depth + 1)}"
     if hasattr(v, "__dict__"):  # a plain object, a namespace, a dataclass, a callable object: what it holds
         return f"<{type(v).__module__}.{type(v).__qualname__}> {_setting(vars(v), depth + 1)}"
-    return f"<{type(v).__module__}.{type(v).__qualname__}>"  # an object minitl cannot look into
+    text = repr(v)  # the last resort: its repr, when that shows no memory address (torch.float32 does not)
+    return text if " at 0x" not in text else f"<{type(v).__module__}.{type(v).__qualname__}>"
 
 
 def _code_digest(code):
-    """A hash of a function's bytecode and constants, nested functions included (a code object's
-    repr holds its memory address, which changes every run)."""
+    """A hash of a function's bytecode, constants and the names it uses, nested functions included
+    (a code object's repr holds its memory address, which changes every run)."""
     h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_names).encode())  # the globals and attributes it uses: F.relu is not F.log_softmax
     for const in code.co_consts:
         h.update((_code_digest(const) if hasattr(const, "co_code") else repr(const)).encode())
     return h.hexdigest()[:16]

@@ -856,3 +856,82 @@ def test_no_grad_covers_a_generators_body_and_modules_in_a_cycle_are_walked_once
     seq = nn.Sequential(nn.Linear(2, 2))
     seq.append(seq)  # a RecursionError in named_modules
     assert len(list(seq.named_parameters())) == 2 and len(list(seq.modules())) == 2
+
+
+def test_a_workers_error_keeps_its_traceback_and_names_its_run():
+    from minitl import parallel
+
+    def deep(i):
+        if i == 2:
+            raise ValueError("bad value in run 2")
+        return i
+
+    def run(i):
+        return deep(i)
+
+    with pytest.raises(ValueError, match="bad value in run 2") as caught:
+        list(parallel.map_runs(run, [0, 1, 2, 3], 2))
+    cause = str(caught.value.__cause__)  # ended at map_runs' own raise before: where did it happen?
+    assert "run 2, in worker process" in cause and "in deep" in cause, cause
+
+
+def test_review_findings_of_2026_12_06():
+    # a 0-d parameter whose gradient came through a reduction (NumPy gives a scalar there)
+    p = nn.Parameter(np.float32(1.0) * np.ones((), np.float32))
+    (p * 3.0).sum().backward()
+    mt.optim.SGD([p], lr=0.1).step()
+    assert float(p.data) == pytest.approx(0.7)
+    # an option replaced by an equal value of another type is checked again
+    lin = nn.Linear(2, 2)
+    opt = mt.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    F.mse_loss(lin(t(3, 2)), t(3, 2)).backward()
+    opt.step()
+    opt.param_groups[0]["nesterov"] = 1  # == True
+    with pytest.raises(TypeError, match="nesterov must be True or False, got 1"):
+        opt.step()
+    with pytest.raises(TypeError, match="needs a one-element tensor"):
+        f"{t(2):.3f}"
+
+
+def test_no_grad_passes_throw_and_close_to_a_generator():
+    seen = []
+
+    @mt.no_grad
+    def gen():
+        try:
+            yield 1
+        except KeyError:
+            seen.append(("thrown", mt.is_grad_enabled()))
+            yield 2
+        finally:
+            seen.append(("finally", mt.is_grad_enabled()))
+
+    g = gen()
+    next(g)
+    assert g.throw(KeyError) == 2
+    g.close()
+    assert seen == [("thrown", False), ("finally", False)] and mt.is_grad_enabled()
+
+
+def test_the_third_hostile_pass(monkeypatch, capsys):
+    from collections import OrderedDict
+
+    from minitl import __main__ as cli
+    named = nn.Sequential(OrderedDict(first=nn.Linear(2, 2)))  # was an empty Sequential passing its input through
+    assert list(named.state_dict()) == ["first.weight", "first.bias"]
+    with pytest.raises(TypeError, match="Sequential: '1' is a function, not a Module"):
+        nn.Sequential(nn.Linear(2, 2), lambda x: x * 0)  # was skipped: the keys jumped from 0 to 2
+
+    async def coroutine():
+        return mt.is_grad_enabled()
+
+    with pytest.raises(TypeError, match="no_grad cannot decorate the async function"):
+        mt.no_grad(coroutine)
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli.console()
+    assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"

@@ -153,6 +153,22 @@ SAFETENSORS_DAMAGES = {
                                          "needs 4000000000000000000000000000000 bytes"),
     "bfloat16": (lambda p: safetensors_header(p, lambda h: h["w"].update(dtype="BF16")), "unknown or missing 'BF16'"),
     "not JSON": (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"{{{{" + p.read_bytes()[8:]), "not JSON"),
+    "metadata that is a number": (lambda p: safetensors_header(p, lambda h: h.update(__metadata__=5)),
+                                  "its metadata is a int"),
+    "checksums that are a list": (lambda p: safetensors_header(p, lambda h: h["__metadata__"].update(
+        minitl_sha256="[1, 2]")), "checksums (metadata) are damaged"),
+    "a shape of true": (lambda p: safetensors_header(p, lambda h: h["w"].update(shape=[True, 12])),
+                        "has a damaged entry"),
+    # one byte of the header changed: the checksum covers each tensor's name, dtype and shape too
+    "a dtype flipped F32 -> I32": (lambda p: p.write_bytes(p.read_bytes().replace(b'"F32"', b'"I32"', 1)),
+                                   "does not match its checksum"),
+    "a shape flipped [4,3] -> [3,4]": (lambda p: p.write_bytes(p.read_bytes().replace(b"[4,3]", b"[3,4]", 1)),
+                                       "does not match its checksum"),
+    "the checksum key renamed": (lambda p: p.write_bytes(p.read_bytes().replace(b"minitl_sha256", b"minitl_sha257")),
+                                 "has one of 'minitl_format' and 'minitl_sha256' but not the other"),
+    "bytes left over": (lambda p: p.write_bytes(p.read_bytes() + b"xx"), "do not fill its"),
+    "a header nested 10**5 deep": (lambda p: p.write_bytes(struct.pack("<Q", 200016) + b'{"a":' + b"[" * 100000
+                                                           + b"]" * 100000 + b"}" + p.read_bytes()[8:]), "not JSON"),
 }
 
 

@@ -95,7 +95,10 @@ def test_drop_last_leaves_out_a_short_last_batch_as_pytorch_does(device):
     shuffled = data.DataLoader(y[:, None], y, 3, shuffle=True, seed=0, drop_last=True)
     left_out = [set(range(10)) - set(np.concatenate([b[1].numpy() for b in shuffled])) for _ in range(4)]
     assert all(len(s) == 1 for s in left_out) and len(set.union(*left_out)) > 1  # a different one each epoch
-    assert len(data.DataLoader(y[:3, None], y[:3], 4, drop_last=True)) == 0
+    with pytest.raises(ValueError, match="drop_last with batch_size 4 and 3 examples leaves no batch"):
+        data.DataLoader(y[:3, None], y[:3], 4, drop_last=True)
+    with pytest.raises(TypeError, match="shuffle must be True or False, got 'False'"):
+        data.DataLoader(y[:, None], y, 4, shuffle="False")  # a non-empty string is true: it shuffled
 
 
 def test_dataloader_bad_input():

@@ -151,6 +151,12 @@ def test_a_pytorch_state_dict_loads_as_it_is_and_tensors_cross_by_dlpack(norm):
 
 
 def test_a_plain_npz_loads_only_when_asked(tmp_path):
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (True,), }"
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    with __import__("zipfile").ZipFile(tmp_path / "odd.npz", "w") as z:
+        z.writestr("a.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + np.ones(1).tobytes())
+    with pytest.raises(ValueError, match=r"a.npy' has a damaged header: shape \(True,\)"):  # a raw TypeError before
+        mt.load(tmp_path / "odd.npz", foreign=True)
     np.savez(tmp_path / "plain.npz", w=np.ones(2))
     with pytest.raises(ValueError, match=r"was not written by minitl.save \(load\(path, foreign=True\)"):
         mt.load(tmp_path / "plain.npz")
@@ -182,3 +188,10 @@ def test_a_safetensors_file_written_by_minitl_loads_strictly_in_pytorch(tmp_path
     ours.eval(), theirs.eval()
     np.testing.assert_allclose(ours(mt.tensor(x)).numpy(),
                                theirs.head(theirs.features(torch.from_numpy(x))).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_view_with_a_negative_stride_goes_to_pytorch_as_a_copy():
+    torch = pytest.importorskip("torch")  # torch.from_dlpack aborted the whole process on such a view
+    torch.set_num_threads(1)
+    t = mt.tensor(np.arange(4, dtype=np.float32))[::-1]
+    assert torch.from_dlpack(t).tolist() == [3.0, 2.0, 1.0, 0.0]

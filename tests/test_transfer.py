@@ -11,6 +11,7 @@ import pytest
 from conftest import host, quiet
 
 import minitl as mt
+import minitl.functional as F
 from minitl import backend, data, nn, training, transfer
 
 _ON_DEVICE = {}
@@ -166,6 +167,16 @@ class Namespace:
 
 
 def _factor(v):
+    if isinstance(v, slice):
+        return float(v.stop)
+    if isinstance(v, np.random.Generator):
+        return float(v.bit_generator.state["state"]["state"] % 7 + 1)
+    if v in (__import__("operator").add, __import__("operator").mul):
+        return float(v(1, 2))
+    if v in (_relu_of, _softplus_of):
+        return 2.0 if v is _relu_of else 3.0
+    if v in (_scaled, _scaled_more):
+        return v(1.0)
     if isinstance(v, (set, frozenset)):
         return max(v)
     if isinstance(v, (bytes, type)):
@@ -189,7 +200,28 @@ def _set_first_weight(m, value):
     m.v[0].weight.data[0, 0] = value
 
 
+def _relu_of(x):
+    return F.relu(x)
+
+
+def _softplus_of(x):
+    return F.log_softmax(x)  # the same bytecode as _relu_of: only the name it calls differs
+
+
+def _scaled(x, scale=2.0):
+    return x * scale
+
+
+def _scaled_more(x, scale=3.0):
+    return x * scale
+
+
 MORE_CHANGES = {
+    "a built-in function": (lambda: __import__("operator").add, lambda m: setattr(m, "v", __import__("operator").mul)),
+    "a slice": (lambda: slice(0, 2), lambda m: setattr(m, "v", slice(0, 3))),
+    "a random generator's state": (lambda: np.random.default_rng(0), lambda m: m.v.random()),
+    "a function calling another function": (lambda: _relu_of, lambda m: setattr(m, "v", _softplus_of)),
+    "a function's default argument": (lambda: _scaled, lambda m: setattr(m, "v", _scaled_more)),
     "set changed in place": (lambda: {2.0}, lambda m: (m.v.clear(), m.v.add(3.0))),
     "object attribute": (lambda: Namespace(2.0), lambda m: setattr(m.v, "f", 3.0)),
     "functools.partial": (lambda: __import__("functools").partial(float, 2.0),

@@ -43,12 +43,13 @@ class Module:
         params, modules, buffers = self._parameters, self._modules, self._buffers
         # As in PyTorch: a name that is already registered keeps its place (a Sequential's order,
         # the state dict's), also through None; a parameter or child slot takes only its own kind.
-        if isinstance(value, Parameter):
-            modules.pop(name, None), buffers.pop(name, None), self._non_persistent.discard(name)
-            params[name] = value
-        elif isinstance(value, Module):
-            params.pop(name, None), buffers.pop(name, None), self._non_persistent.discard(name)
-            modules[name] = value
+        if isinstance(value, (Parameter, Module)):
+            home = params if isinstance(value, Parameter) else modules
+            for slots in (params, modules, buffers):  # a name is in one kind of slot at a time
+                if slots is not home:
+                    slots.pop(name, None)
+            self._non_persistent.discard(name)
+            home[name] = value
         elif name in params:
             if value is not None:
                 raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} of "
@@ -222,11 +223,11 @@ class Module:
                 continue
             value = state_dict[name]
             value = value.data if isinstance(value, Tensor) else value
-            if not backend.is_array(value) and not isinstance(value, (int, float, str, list, tuple, dict)):
-                value, why = _from_foreign(value)  # a PyTorch tensor: through DLPack
-                if why:
-                    problems.append(f"{name}: {why}")
-                    continue
+            try:
+                value = backend.array_of(value)  # a PyTorch tensor: through DLPack
+            except TypeError as e:
+                problems.append(f"{name}: {e}")
+                continue
             if backend.is_scalar(value) and not isinstance(value, (bool, int, float)) and p.shape == ():
                 value = backend.numpy_host.asarray(value)  # a NumPy scalar for a 0-d entry (a batch count)
             if not backend.is_array(value) or backend.is_scalar(value):
@@ -271,15 +272,6 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
-def _from_foreign(value):
-    """(another library's tensor as an array, or the value itself to be refused below; why it could not be read)."""
-    try:
-        array = backend.from_foreign(value)
-    except Exception as e:  # a dtype DLPack or NumPy cannot carry (bfloat16), a tensor on a device CuPy is not on
-        return value, f"a {type(value).__name__} that cannot become an array ({type(e).__name__}: {e})"
-    return (value if array is None else array), None
-
-
 def _fits(value, dtype):
     """Whether every integer (or bool) in value is exactly representable in the integer dtype."""
     info = backend.numpy_host.iinfo(dtype)
@@ -291,8 +283,14 @@ class Sequential(Module):
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
-            setattr(self, str(i), m)
+        if len(modules) == 1 and isinstance(modules[0], Mapping):  # Sequential(OrderedDict(name=module)), as PyTorch
+            named = list(modules[0].items())
+        else:
+            named = [(str(i), m) for i, m in enumerate(modules)]
+        for name, m in named:
+            if not isinstance(m, Module):  # setattr would keep it as a plain attribute, skipped by forward
+                raise TypeError(f"Sequential: {name!r} is a {type(m).__name__}, not a Module")
+            setattr(self, name, m)
 
     def forward(self, x):
         for name, m in self._modules.items():
