@@ -60,8 +60,8 @@ source = transfer.source_model(glyphs, args.device, verbose=True)
 
 # %%
 def run(task):
-    """One fine-tuning run: its test accuracy, its losses, and for k=2, seed 0 (section 3's
-    learning curves) the test accuracy every 50 steps."""
+    """One fine-tuning run: its test accuracy, its losses, and for the first k of KS, seed 0
+    (section 3's learning curves) the test accuracy every 50 steps."""
     method, k, seed = task
     train = data.k_shot(glyphs.target_pool, k, seed)
     regularizer = None if method == "plain" else method
@@ -69,7 +69,7 @@ def run(task):
     def watch(step, net):
         curve.append((step, mt.training.accuracy(net, glyphs.target_test, args.device)))
     result = transfer.fine_tune(source, glyphs, train, BUDGET, seed, args.device, regularizer, LAMBDA.get(method),
-                                callback=watch if (k, seed) == (2, 0) else None)
+                                callback=watch if (k, seed) == (KS[0], 0) else None)
     return result.accuracy, result.losses, curve
 
 
@@ -92,22 +92,22 @@ print(table(["k", "regulariser", "plain", "with R", "per-seed gain (points)", "m
              "more than noise?"], rows))
 
 # %% [markdown]
-# ## 3. Learning curves at k=2, seed 0
+# ## 3. Learning curves at the first k of KS (2), seed 0
 #
 # The training loss includes lambda * R for the regularised runs, so it cannot reach
 # zero: R keeps pulling. The accuracy curves show what that buys. (These are section 2's
-# runs at k=2, seed 0: `run` recorded their accuracy as they trained.)
+# runs at k=KS[0], seed 0: `run` recorded their accuracy as they trained.)
 
 # %%
 plt = picture(args, "learning curves with and without the regularisers")
 if plt is not None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     for method in ("plain", "feature_mse", "l2sp"):
-        _, losses, curve = runs[method, 2, 0]
+        _, losses, curve = runs[method, KS[0], 0]
         ax_loss.plot(losses, linewidth=0.8, label=method)
         ax_acc.plot(*zip(*curve), "o-", label=method)
     ax_loss.set_yscale("log"), ax_loss.set_xlabel("step"), ax_loss.set_ylabel("training loss (CE + lambda R)")
-    ax_acc.set_xlabel("step"), ax_acc.set_ylabel("target test accuracy (k=2)")
+    ax_acc.set_xlabel("step"), ax_acc.set_ylabel(f"target test accuracy (k={KS[0]})")
     ax_loss.legend(fontsize=8), ax_acc.legend(fontsize=8)
     save_picture(plt, fig, args, "learning_curves.png")
 

@@ -144,3 +144,36 @@ def test_a_lesson_runs_as_a_notebook_and_shows_its_picture_inline(shared_cache, 
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure was shown inline"
     printed = "".join(o.get("text", "") for o in outputs)
     assert f"out/quick/{lesson.stem}/features_vs_pixels.png" in printed, printed[-2000:]
+
+
+EXERCISES = {  # a "Try this" edit that ended in an uncaught error (issue 20, item 1): (lesson, old line, new line)
+    "lesson 7, Try 3: KS = (20,)": ("07_", "KS = (2, 5)", "KS = (20,)"),
+    "lesson 8, Try 2: the noisier glyphs": ("08_", 'DATASETS = ("glyphs", "digits")',
+                                            'DATASETS = ("glyphs", "glyphs-hard")'),
+}
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=list(EXERCISES))
+def test_an_exercise_runs_to_its_end_in_quick_mode(exercise, tmp_path, shared_cache):
+    prefix, old, new = EXERCISES[exercise]
+    lesson = next(p for p in LESSONS if p.stem.startswith(prefix))
+    text = lesson.read_text()
+    assert old in text, "the exercise no longer matches the lesson"
+    edited = tmp_path / lesson.name
+    edited.write_text(text.replace(old, new, 1))
+    env = dict(os.environ, MINITL_CACHE=shared_cache, MPLBACKEND="Agg")
+    done = subprocess.run([sys.executable, str(edited), "--quick"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_lesson_8_without_scikit_learn_says_so_in_one_line(tmp_path, shared_cache):
+    (tmp_path / "sklearn").mkdir()
+    (tmp_path / "sklearn" / "__init__.py").write_text("raise ImportError('no scikit-learn here')\n")
+    lesson = next(p for p in LESSONS if p.stem.startswith("08_"))
+    env = dict(os.environ, MINITL_CACHE=shared_cache, MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(lesson), "--quick"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "(the digits are skipped: scikit-learn is not installed" in done.stdout
