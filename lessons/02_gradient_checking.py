@@ -141,11 +141,13 @@ assert all(r[2] in ("pass", "caught") for r in rows), "a gradient check failed"
 # %% [markdown]
 # ## Try this
 #
-# 1. In `BrokenSquare.backward`, return `gy * 2 * self.x`: gradcheck passes, and the
-#    row says "not caught" (there is nothing left to catch).
+# 1. In `BrokenSquare.backward`, return `gy * 2 * self.x`: gradcheck passes, the row says
+#    "not caught" (there is nothing left to catch), and the lesson's last assert stops it
+#    with "a gradient check failed": it was written to prove that the bug is caught.
 # 2. Make it subtly wrong instead: `gy * 2.01 * self.x` (0.5% off) is caught, but
-#    `gy * 2.001 * self.x` (0.05% off) passes. A check has a resolution: here rtol=1e-3
-#    of the value plus atol=1e-5, PyTorch's tolerances.
+#    `gy * 2.001 * self.x` (0.05% off) passes, and the last assert stops the lesson as in
+#    Try 1. A check has a resolution: here rtol=1e-3 of the value plus atol=1e-5,
+#    PyTorch's tolerances.
 # 3. Run `python -m minitl check`: the same table, for every op on every device found.
 # 4. Fix `LeakyReLU.backward`: `return gy * mt.backend.get_array_module(gy).where(self.positive,
 #    1.0, SLOPE)`. check_op now passes its 50 drawn examples, and the row says "pass". Then set

@@ -140,5 +140,7 @@ if plt is not None:
 # 1. Set `K = "all"` (1000 examples, more batches): the statistics move further, and the
 #    cached head on the drifted backbone falls from about 0.97 to about 0.84.
 # 2. Call `model.eval()` after `model.train()` in `train_head`: with requires_grad_(False)
-#    the statistics stay put too, until the next `model.train()` anywhere in your code.
+#    the statistics stay put too (both rows say "moved by 0.0000" and "hit"), until the next
+#    `model.train()` anywhere in your code; the lesson's first assert, which expects the
+#    drift, then stops it.
 # 3. Load the digits (`data.digits()`): the same drift, and the same fix.

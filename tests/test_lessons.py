@@ -146,16 +146,28 @@ def test_a_lesson_runs_as_a_notebook_and_shows_its_picture_inline(shared_cache, 
     assert f"out/quick/{lesson.stem}/features_vs_pixels.png" in printed, printed[-2000:]
 
 
-EXERCISES = {  # a "Try this" edit that ended in an uncaught error (issue 20, item 1): (lesson, old line, new line)
-    "lesson 7, Try 3: KS = (20,)": ("07_", "KS = (2, 5)", "KS = (20,)"),
+# "Try this" edits and what their text says happens (issue 20, item 1): (lesson, old line, new line, outcome),
+# the outcome None when the lesson runs to its end, else a phrase of the error it states it stops with.
+EXERCISES = {
+    "lesson 1, Try 3: EPS = 1e-2": ("01_", "EPS = 1e-6 ", "EPS = 1e-2 ", None),
+    "lesson 1, Try 3: EPS = 1e-12": ("01_", "EPS = 1e-6 ", "EPS = 1e-12 ",
+                                     "backward and the finite differences disagree"),
+    "lesson 2, Try 1: the fixed backward": ("02_", "        return 2 * self.x\n", "        return gy * 2 * self.x\n",
+                                            "a gradient check failed"),
+    "lesson 2, Try 2: 0.5% off": ("02_", "        return 2 * self.x\n", "        return gy * 2.01 * self.x\n", None),
+    "lesson 2, Try 2: 0.05% off": ("02_", "        return 2 * self.x\n", "        return gy * 2.001 * self.x\n",
+                                   "a gradient check failed"),
+    "lesson 7, Try 3: KS = (20,)": ("07_", "KS = (2, 5)", "KS = (20,)", None),
     "lesson 8, Try 2: the noisier glyphs": ("08_", 'DATASETS = ("glyphs", "digits")',
-                                            'DATASETS = ("glyphs", "glyphs-hard")'),
+                                            'DATASETS = ("glyphs", "glyphs-hard")', None),
+    "lesson 9, Try 2: eval() after train()": ("09_", "    model.train()\n", "    model.train()\n    model.eval()\n",
+                                              "AssertionError"),
 }
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=list(EXERCISES))
-def test_an_exercise_runs_to_its_end_in_quick_mode(exercise, tmp_path, shared_cache):
-    prefix, old, new = EXERCISES[exercise]
+def test_an_exercise_ends_as_its_text_says_in_quick_mode(exercise, tmp_path, shared_cache):
+    prefix, old, new, outcome = EXERCISES[exercise]
     lesson = next(p for p in LESSONS if p.stem.startswith(prefix))
     text = lesson.read_text()
     assert old in text, "the exercise no longer matches the lesson"
@@ -164,7 +176,10 @@ def test_an_exercise_runs_to_its_end_in_quick_mode(exercise, tmp_path, shared_ca
     env = dict(os.environ, MINITL_CACHE=shared_cache, MPLBACKEND="Agg")
     done = subprocess.run([sys.executable, str(edited), "--quick"], capture_output=True, text=True, env=env,
                           timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    if outcome is None:
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        assert done.returncode != 0 and outcome in done.stderr, done.stderr[-3000:]
 
 
 def test_lesson_8_without_scikit_learn_says_so_in_one_line(tmp_path, shared_cache):
