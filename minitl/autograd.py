@@ -557,11 +557,15 @@ def unbroadcast(g, shape):
 # ---------------------------------------------------------------- operands
 
 _INF = float("inf")
-# The smallest magnitude that rounds to inf: the largest finite value plus half its last step
-_FLOAT_OVERFLOW = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) + 0.5 * (
-    float(backend.numpy_host.finfo(t).max) - float(backend.numpy_host.nextafter(backend.numpy_host.finfo(t).max,
-                                                                                 backend.numpy_host.dtype(t).type(0))))
-    for t in ("float16", "float32")}
+def _overflow_threshold(dtype):
+    """The smallest magnitude that rounds to inf in the float dtype: its largest value plus half its last step."""
+    info = backend.numpy_host.finfo(dtype)
+    largest = float(info.max)
+    below = float(backend.numpy_host.nextafter(info.max, info.dtype.type(0)))
+    return largest + 0.5 * (largest - below)
+
+
+_FLOAT_OVERFLOW = {backend.as_dtype(t): _overflow_threshold(t) for t in ("float16", "float32")}
 _FLOAT_MAX = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) for t in ("float16", "float32", "float64")}
 
 
