@@ -227,10 +227,7 @@ class Tensor:
     @classmethod
     def _make(cls, array, requires_grad=False):
         """The fast path for op outputs: the array is already right."""
-        t = object.__new__(Tensor)
-        t.data, t.grad, t._creator, t._retain_grad, t._requires_grad = array, None, None, False, requires_grad
-        t._versions = [0]
-        return t
+        return _new_tensor(array, requires_grad)
 
     # ---- attributes
     @property
@@ -384,6 +381,17 @@ class Tensor:
         return transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
 
 
+def _new_tensor(array, requires_grad):
+    """A Tensor around an array that is already right (every op's output): no checks, no copy."""
+    t = object.__new__(Tensor)
+    t.data, t.grad, t._creator, t._retain_grad, t._requires_grad = array, None, None, False, requires_grad
+    t._versions = [0]
+    return t
+
+
+_numpy_scalar = backend.numpy_host.generic
+
+
 def tensor(data, requires_grad=False, device=None, dtype=None):
     """A new tensor holding a copy of `data` (numbers and lists become float32)."""
     t = Tensor(data, requires_grad=requires_grad, device=device, dtype=dtype)
@@ -417,23 +425,25 @@ class Function:
     new_grads = False
 
     def __call__(self, *inputs):
-        for i, t in enumerate(inputs):
+        record = False
+        for t in inputs:
             if not isinstance(t, Tensor):
-                raise TypeError(f"{type(self).__name__}: input {i} is a {type(t).__name__}, not a Tensor; "
-                                f"wrap it with mt.tensor(...)")
-        record = _grad_mode.enabled and any(t._requires_grad for t in inputs)
-        self.needs_grad = tuple(record and t._requires_grad for t in inputs)
-        data = self.forward(*(t.data for t in inputs))
-        if isinstance(data, backend.numpy_host.generic):  # NumPy reduces to a scalar, CuPy to a 0-d array:
-            data = backend.numpy_host.asarray(data)      # a 0-d array on both devices
-        out = Tensor._make(data, record)
-        if self.makes_view and backend.is_array(out.data) and out.data.ndim and \
-                backend.get_array_module(out.data).may_share_memory(out.data, inputs[0].data):
+                raise TypeError(f"{type(self).__name__}: input {inputs.index(t)} is a {type(t).__name__}, not a "
+                                f"Tensor; wrap it with mt.tensor(...)")
+            record = record or t._requires_grad
+        record = record and _grad_mode.enabled
+        self.needs_grad = tuple([t._requires_grad for t in inputs]) if record else (False,) * len(inputs)
+        data = self.forward(*[t.data for t in inputs])
+        if isinstance(data, _numpy_scalar):  # NumPy reduces to a scalar, CuPy to a 0-d array:
+            data = backend.numpy_host.asarray(data)  # a 0-d array on both devices
+        out = _new_tensor(data, record)
+        if self.makes_view and backend.is_array(data) and data.ndim and \
+                backend.get_array_module(data).may_share_memory(data, inputs[0].data):
             out._versions = inputs[0]._versions
         if record:
             self.inputs = inputs
             if self.reads_inputs:
-                self.versions = tuple(t._version for t in inputs)
+                self.versions = [t._versions[0] for t in inputs]
             out._creator = self
         return out
 
@@ -444,7 +454,7 @@ class Function:
 
     def check_versions(self):
         """A RuntimeError if an input this op reads was changed in place since the forward."""
-        if not self.reads_inputs:
+        if not self.reads_inputs or [t._versions[0] for t in self.inputs] == self.versions:
             return
         for i, (t, seen) in enumerate(zip(self.inputs, self.versions)):
             if t._version != seen:
@@ -484,8 +494,12 @@ def graph_order(root):
     while stack:
         t, pending = stack[-1]
         for parent in pending:
-            if parent._requires_grad and id(parent) not in seen:
-                seen.add(id(parent))
+            key = id(parent)
+            if parent._requires_grad and key not in seen:
+                seen.add(key)
+                if parent._creator is None:  # a leaf has no inputs: it is finished as soon as it is found
+                    order.append(parent)
+                    continue
                 stack.append((parent, iter(_inputs_of(parent))))
                 break
         else:
@@ -497,22 +511,24 @@ def graph_order(root):
 def _run_backward(root, grad, retain_graph=False):
     order = graph_order(root)
     for t in order:  # every check before any gradient is touched
-        if t._creator is not None:
-            t._creator.check_versions()
+        fn = t._creator
+        if fn is not None and fn.reads_inputs:
+            fn.check_versions()
     grads = {id(root): grad}
     owned = set()  # ids whose pending gradient is a new array that nothing else holds
     for t in reversed(order):
-        gy = grads.pop(id(t), None)
+        key = id(t)
+        gy = grads.pop(key, None)
         if gy is None:
             continue
-        if t._creator is None or t._retain_grad:
+        fn = t._creator
+        if fn is None or t._retain_grad:
             if t.grad is None:
-                t.grad = _own_gradient(t, gy, t._creator is None and id(t) in owned)
+                t.grad = _own_gradient(t, gy, fn is None and key in owned)
             else:
                 t.grad += gy
-        if t._creator is None:
+        if fn is None:
             continue
-        fn = t._creator
         gxs = fn.backward(gy)
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
@@ -522,14 +538,14 @@ def _run_backward(root, grad, retain_graph=False):
             if gx.shape != x.data.shape:  # a user's backward that forgot to undo a broadcast, say
                 raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of shape {tuple(gx.shape)} "
                                    f"for input {i} of shape {x.shape}")
-            # out of place: gx may be a view of gy, which belongs to someone else
-            if id(x) in grads:
-                grads[id(x)] = grads[id(x)] + gx
-                owned.add(id(x))
+            key = id(x)
+            if key in grads:  # out of place: gx may be a view of gy, which belongs to someone else
+                grads[key] = grads[key] + gx
+                owned.add(key)
             else:
-                grads[id(x)] = gx
+                grads[key] = gx
                 if fn.new_grads:
-                    owned.add(id(x))
+                    owned.add(key)
         if not retain_graph:
             fn.release()  # its saved arrays (im2col columns and all) are freed now, not at the next step
 
@@ -566,6 +582,7 @@ def _overflow_threshold(dtype):
 
 
 _FLOAT_OVERFLOW = {backend.as_dtype(t): _overflow_threshold(t) for t in ("float16", "float32")}
+_NUMBERS = (int, float)  # Python's own (not bool, whose type is not in it)
 _FLOAT_MAX = {backend.as_dtype(t): float(backend.numpy_host.finfo(t).max) for t in ("float16", "float32", "float64")}
 
 
@@ -580,6 +597,9 @@ def _lift(x, like):
     """
     if isinstance(x, Tensor):
         return x
+    dtype = like.data.dtype
+    if type(x) in _NUMBERS and dtype.kind == "f" and abs(x) < _FLOAT_OVERFLOW.get(dtype, 1e308):
+        return _new_tensor(dtype.type(x), False)  # the common case (x * 0.5, x / n) of the rule below, at once
     if backend.is_scalar(x) or (backend.is_array(x) and x.ndim == 0):
         kind = backend.as_dtype(x.dtype if hasattr(x, "dtype") else type(x)).kind
         dtype = like.dtype if backend.is_float(like.dtype) or kind != "f" else backend.float32
@@ -613,8 +633,17 @@ def check_compatible(op, *tensors):
     """All tensors on one device, and all float ones of one dtype, or a clear error.
     A NumPy scalar (a lifted Python number) goes with any device."""
     for i, t in enumerate(tensors):
-        require_tensor(t, op, f"argument {i}")
-    # Arrays of one type are on one device (every call of a training step): the closer look is for the rest.
+        if not isinstance(t, Tensor):
+            require_tensor(t, op, f"argument {i}")  # raises
+    if not tensors:
+        return
+    kind, dtype = type(tensors[0].data), tensors[0].data.dtype
+    for t in tensors:
+        if type(t.data) is not kind or t.data.dtype != dtype:
+            break
+    else:
+        return  # every call of a training step: one array type (so one device), one dtype
+    # Arrays of one type are on one device: the closer look is for the rest.
     one_type = len({type(t.data) for t in tensors}) == 1
     devices = () if one_type else {t.device for t in tensors if not backend.is_scalar(t.data)}
     if len(devices) > 1:
@@ -628,9 +657,14 @@ def check_compatible(op, *tensors):
 
 def _operands(a, b, op):
     """Two tensors on one device with one float dtype, or a clear error."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    b = _lift(b, a) if not isinstance(b, Tensor) else b
-    check_compatible(op, a, b)
+    if type(b) in _NUMBERS and isinstance(a, Tensor):  # x * 0.5: a lifted number is compatible by its rule
+        b = _lift(b, a)
+    elif type(a) in _NUMBERS and isinstance(b, Tensor):
+        a = _lift(a, b)
+    else:
+        a = _lift(a, b) if not isinstance(a, Tensor) else a
+        b = _lift(b, a) if not isinstance(b, Tensor) else b
+        check_compatible(op, a, b)
     fa, fb = backend.is_float(a.dtype), backend.is_float(b.dtype)
     if fa and not fb:
         b = Tensor._make(b.data.astype(a.dtype))
@@ -860,32 +894,59 @@ def _keepdims_shape(shape, axes):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def _spread(gy, shape, row_major, axes):
+    """A reduction's gradient: gy (reduced over axes) at every position of the input's shape. Written
+    into a new row-major array when the input was one (NumPy's broadcast_to alone costs 5 us); a
+    broadcast view otherwise, which the next elementwise op reads in the input's own layout."""
+    gy = gy.reshape(_keepdims_shape(shape, axes))
+    xp = backend.get_array_module(gy)
+    if not row_major:
+        return xp.broadcast_to(gy, shape)
+    gx = xp.empty(shape, gy.dtype)
+    gx[...] = gy
+    return gx
+
+
 class Sum(Function):
-    """y = sum of x over axes;  gx = gy broadcast back to x's shape"""
+    """y = sum of x over axes;  gx = gy at every position of x"""
     reads_inputs = False
     def __init__(self, axes, keepdims):
         self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
-        self.x_shape = x.shape
+        self.x_shape, self.x_row_major = x.shape, x.flags.c_contiguous
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
-        gy = gy.reshape(_keepdims_shape(self.x_shape, self.axes))
-        return backend.get_array_module(gy).broadcast_to(gy, self.x_shape)
+        return _spread(gy, self.x_shape, self.x_row_major, self.axes)
 
 
 def sum(x, axis=None, keepdims=False):
     return Sum(_normalize_axes(axis, x.ndim, "sum"), keepdims)(x)
 
 
+class Mean(Function):
+    """y = sum of x over axes / count;  gx = gy / count at every position of x"""
+    reads_inputs = False
+    def __init__(self, axes, keepdims):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        self.x_shape, self.x_row_major = x.shape, x.flags.c_contiguous
+        self.count = 1
+        for a in self.axes:
+            self.count *= x.shape[a]
+        total = x.sum(axis=self.axes, keepdims=self.keepdims)
+        if total.dtype.kind != "f":  # an integer tensor's mean is float32, as its true division is (see div)
+            total = total.astype(backend.float32)
+        return total / self.count  # the sum in x's dtype, then one division: as sum(x) / count would be
+
+    def backward(self, gy):
+        return _spread(gy / self.count, self.x_shape, self.x_row_major, self.axes)
+
+
 def mean(x, axis=None, keepdims=False):
-    """sum / count, so its gradient comes from Sum and Div."""
-    axes = _normalize_axes(axis, x.ndim, "mean")
-    count = 1
-    for a in axes:
-        count *= x.shape[a]
-    return sum(x, axes, keepdims) / count
+    return Mean(_normalize_axes(axis, x.ndim, "mean"), keepdims)(x)
 
 
 class Max(Function):
@@ -1014,9 +1075,10 @@ def _check_index_ranges(parts, shape):
     """Every integer-array index in range for its axis, or an IndexError naming it.
 
     NumPy raises for an out-of-range index array but CuPy wraps it around (index 7 of an
-    axis of 4 reads element 3), so minitl checks explicitly, the same way on every device.
-    Index arrays given as lists or NumPy arrays are checked on the host before they move;
-    an index array already on the GPU is read back once to be checked (a sync).
+    axis of 4 reads element 3), so for a GPU tensor minitl checks first. Index arrays given as
+    lists or NumPy arrays are checked on the host before they move; an index array already on
+    the GPU is read back once to be checked (a sync). For a host tensor NumPy's own check runs,
+    and this one only gives its error minitl's words, the same on every device.
     """
     is_mask = lambda p: backend.is_array(p) and p.dtype.kind == "b"
     used = builtins.sum(0 if p is None or p is Ellipsis else (p.ndim if is_mask(p) else 1) for p in parts)
@@ -1041,12 +1103,16 @@ def getitem(x, index):
     parts = index if isinstance(index, tuple) else (index,)
     parts = [p.data if isinstance(p, Tensor) else p for p in parts]
     parts = [backend.numpy_host.asarray(p) if isinstance(p, list) else p for p in parts]
-    _check_index_ranges(parts, x.shape)
+    on_host = type(x.data) is backend.numpy_host.ndarray
+    if not on_host:  # CuPy would wrap a bad index around: check before
+        _check_index_ranges(parts, x.shape)
     parts = tuple(backend.to_device(p, x.device) if backend.is_array(p) and not backend.is_scalar(p) else p
                   for p in parts)
     try:
         return GetItem(parts if isinstance(index, tuple) else parts[0])(x)
     except IndexError as e:
+        if on_host:  # NumPy found a bad index: name it as on the GPU
+            _check_index_ranges(parts, x.shape)
         raise IndexError(f"indexing a tensor of shape {x.shape}: {e}") from None
 
 

@@ -106,8 +106,8 @@ class Optimizer:
         """p's state, on p's device: after `model.to(device)` the next step moves the state
         (momentum, Adam's moments) to where the parameter now is, once."""
         state = self.state.setdefault(id(p), {})
-        for name, value in state.items():
-            if hasattr(value, "shape") and backend.device_of(value) != p.device:
+        for name, value in state.items():  # (an array of p's own type is on p's device: no closer look)
+            if type(value) is not type(p.data) and hasattr(value, "shape") and backend.device_of(value) != p.device:
                 state[name] = backend.to_device(value, p.device)
         return state
 

@@ -657,9 +657,12 @@ class OddError(ValueError):
 
 def test_layer_errors_name_the_layer_whatever_the_exception_class():
     from minitl.nn.layers import _named_errors
+    @_named_errors
+    def forward(layer):
+        raise OddError("x", "y")  # broke the wrapper itself: TypeError, __init__() missing arguments
+
     with pytest.raises(ValueError, match=r"Linear\(in_features=1.*: x and y"):
-        with _named_errors(nn.Linear(1, 1)):
-            raise OddError("x", "y")  # broke the wrapper itself: TypeError, __init__() missing arguments
+        forward(nn.Linear(1, 1))
     with pytest.raises(TypeError, match=r"ReLU\(\): relu: the input is bool"):
         nn.ReLU()(mt.tensor(np.ones((1, 2), dtype=bool)))
     with pytest.raises(TypeError, match=r"Dropout\(p=0.5\): dropout: the input is int64"):

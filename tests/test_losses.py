@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import host
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minitl as mt
@@ -64,6 +64,25 @@ def test_cross_entropy_value_against_the_formula(device):
 def test_bad_labels_are_named(device, labels, error, message):
     with pytest.raises(error, match=message):
         F.cross_entropy(mt.tensor(np.zeros((3, 4), dtype=np.float32), device=device), labels)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]),
+       labels=st.lists(st.integers(-130, 300), min_size=1, max_size=12), classes=st.integers(1, 260),
+       step=st.sampled_from([1, 2]))
+def test_every_bad_label_is_found_in_every_integer_dtype(dtype, labels, classes, step):
+    """For every integer dtype and a strided view, a label outside 0..classes-1 is refused and named,
+    and labels inside pass (an unsigned reading of int8's -1 is 255, inside 256 classes: tried, and caught)."""
+    info = np.iinfo(dtype)
+    labels = np.array([v for v in labels if info.min <= v <= info.max] or [0], dtype=dtype)
+    labels = np.repeat(labels, step)[::step]  # a view with a stride of `step` elements
+    logits = mt.tensor(np.zeros((len(labels), classes), dtype=np.float32))
+    bad = [i for i, v in enumerate(labels.tolist()) if not 0 <= v < classes]
+    if bad:
+        with pytest.raises(ValueError, match=f"label {int(labels[bad[0]])} at position {bad[0]} is "):
+            F.cross_entropy(logits, labels)
+    else:
+        assert np.isclose(F.cross_entropy(logits, labels).item(), np.log(classes))
 
 
 def test_logits_must_be_2d(device):

@@ -19,7 +19,7 @@ class LinearFunction(Function):
     new_grads = True
     def forward(self, x, w, *b):
         self.x_shape = x.shape
-        x2 = x.reshape(-1, x.shape[-1])  # leading axes act as one batch axis
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # leading axes act as one batch axis
         self.x2 = x2 if self.needs_grad[1] else None
         self.w = w if self.needs_grad[0] else None
         # A flattened conv or pool output comes batch innermost, stored (features, N): see backward.
@@ -27,17 +27,17 @@ class LinearFunction(Function):
         y = x2 @ w.T
         if b:
             y += b[0]
-        return y.reshape(x.shape[:-1] + (w.shape[0],))
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, gy):
-        gy2 = gy.reshape(-1, gy.shape[-1])
+        gy2 = gy if gy.ndim == 2 else gy.reshape(-1, gy.shape[-1])
         gx = None
         if self.needs_grad[0]:
             # gx laid out like x (the layout rule in docs/design-notes.md): for batch-innermost x,
             # (W^T gy^T)^T is the same product, written (features, N), so the pooling and ReLU
             # backwards before it walk one layout. Free: BLAS takes either order.
             gx = (self.w.T @ gy2.T).T if self.batch_inner else gy2 @ self.w
-            gx = gx.reshape(self.x_shape)
+            gx = gx if gx.shape == self.x_shape else gx.reshape(self.x_shape)
         gw = gy2.T @ self.x2 if self.needs_grad[1] else None
         gb = gy2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return gx, gw, gb
@@ -48,13 +48,14 @@ def linear(x, weight, bias=None):
     inputs = (x, weight) if bias is None else (x, weight, bias)
     check_compatible("linear", *inputs)
     check_float_input(x, "linear")
-    if weight.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
-    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input has shape {x.shape}, expected (N, {weight.shape[1]}) "
-                         f"to match weight of shape {weight.shape}")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    x_shape, w_shape = x.shape, weight.shape
+    if len(w_shape) != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {w_shape}")
+    if not x_shape or x_shape[-1] != w_shape[1]:
+        raise ValueError(f"linear: input has shape {x_shape}, expected (N, {w_shape[1]}) "
+                         f"to match weight of shape {w_shape}")
+    if bias is not None and bias.shape != w_shape[:1]:
+        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({w_shape[0]},)")
     return LinearFunction()(*inputs)
 
 

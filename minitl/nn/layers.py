@@ -1,6 +1,6 @@
 """The layers: thin Modules over minitl.functional, initialised as PyTorch's defaults."""
 
-import contextlib
+import functools
 import math
 
 from minitl import backend
@@ -10,17 +10,19 @@ from minitl.functional.conv import _pair
 from minitl.nn.module import Module, Parameter
 
 
-@contextlib.contextmanager
-def _named_errors(layer):
-    """Prefix a shape or type error from the functional op with the layer that raised it."""
-    try:
-        yield
-    except (ValueError, TypeError) as e:
+def _named_errors(forward):
+    """A layer's forward that prefixes a shape or type error from its functional op with the layer."""
+    @functools.wraps(forward)
+    def named(self, *args, **kwargs):
         try:
-            named = type(e)(f"{layer!r}: {e}")
-        except TypeError:  # an exception class that takes other arguments (NumPy's casting errors)
-            named = (ValueError if isinstance(e, ValueError) else TypeError)(f"{layer!r}: {e}")
-        raise named from None
+            return forward(self, *args, **kwargs)
+        except (ValueError, TypeError) as e:
+            try:
+                named_error = type(e)(f"{self!r}: {e}")
+            except TypeError:  # an exception class that takes other arguments (NumPy's casting errors)
+                named_error = (ValueError if isinstance(e, ValueError) else TypeError)(f"{self!r}: {e}")
+            raise named_error from None
+    return named
 
 
 def _check_sizes(layer, minimum=1, **sizes):
@@ -58,9 +60,9 @@ class Linear(Module):
         self.weight = _init_uniform((out_features, in_features), in_features, dtype, device)
         self.bias = _init_uniform((out_features,), in_features, dtype, device) if bias else None
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -83,9 +85,9 @@ class Conv2d(Module):
         self.weight = _init_uniform((out_channels, in_channels) + self.kernel_size, fan_in, dtype, device)
         self.bias = _init_uniform((out_channels,), fan_in, dtype, device) if bias else None
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -110,17 +112,17 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """The largest value of each window."""
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
 
 
 class AvgPool2d(_Pool2d):
     """The mean of each window."""
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.avg_pool2d(x, self.kernel_size, self.stride)
+        return F.avg_pool2d(x, self.kernel_size, self.stride)
 
 
 class _BatchNorm(Module):
@@ -183,21 +185,21 @@ class _BatchNorm(Module):
         """Whether forward normalises with each batch's own statistics (so a batch of one cannot pass)."""
         return (self.training and not self.stats_frozen) or self.running_mean is None
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            if getattr(x, "ndim", None) not in self.input_dims:
-                raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
-                                 f"shape {getattr(x, 'shape', type(x).__name__)}")
-            use_batch_stats = self.uses_batch_stats
-            counting = use_batch_stats and self.num_batches_tracked is not None
-            momentum = 0.0 if self.momentum is None else self.momentum
-            if counting and self.momentum is None:  # a cumulative average needs the count on the host: a sync
-                momentum = 1.0 / (float(self.num_batches_tracked.data) + 1)
-            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                             training=use_batch_stats, momentum=momentum, eps=self.eps)
-            if counting:  # only once the batch was accepted; counted on the device (no sync)
-                self.num_batches_tracked.data += 1
-            return y
+        if getattr(x, "ndim", None) not in self.input_dims:
+            raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
+                             f"shape {getattr(x, 'shape', type(x).__name__)}")
+        use_batch_stats = self.uses_batch_stats
+        counting = use_batch_stats and self.num_batches_tracked is not None
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if counting and self.momentum is None:  # a cumulative average needs the count on the host: a sync
+            momentum = 1.0 / (float(self.num_batches_tracked.data) + 1)
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         training=use_batch_stats, momentum=momentum, eps=self.eps)
+        if counting:  # only once the batch was accepted; counted on the device (no sync)
+            self.num_batches_tracked.data += 1
+        return y
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -215,9 +217,9 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.relu(x)
+        return F.relu(x)
 
 
 class Flatten(Module):
@@ -227,9 +229,9 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = start_dim
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.flatten(x, self.start_dim)
+        return F.flatten(x, self.start_dim)
 
 
 class Dropout(Module):
@@ -241,9 +243,9 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
         self.p = float(p)  # np.float32(0.5) is welcome, and kept as a Python number
 
+    @_named_errors
     def forward(self, x):
-        with _named_errors(self):
-            return F.dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}"
