@@ -4,12 +4,15 @@ atomically, read with every byte checked."""
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import math
 import os
 import secrets
 import stat
 import struct
+import zipfile
+import zlib
 
 from minitl import backend
 from minitl.autograd import Tensor
@@ -56,7 +59,7 @@ def save(state_dict, path):
         return
     arrays[_MARK] = backend.numpy_host.asarray(FORMAT)
     with atomic_write(path) as f:
-        backend.write_npz(f, arrays)
+        write_npz(f, arrays)
 
 
 # ---------------------------------------------------------------- safetensors
@@ -234,7 +237,7 @@ def load(path, foreign=False):
         except OSError as e:
             raise ValueError(f"load: {path} cannot be read: {e}") from None
     try:
-        arrays = backend.read_npz(path)
+        arrays = read_npz(path)
     except ValueError as e:
         raise ValueError(f"load: {path} is not a readable minitl checkpoint: {e}") from None
     except OSError as e:
@@ -249,3 +252,83 @@ def load(path, foreign=False):
         raise ValueError(f"load: {path} says it is minitl file format {mark.tolist()!r}; this minitl reads "
                          f"format {FORMAT}")
     return arrays
+
+
+# ---------------------------------------------------------------- .npz, read with every byte checked
+
+np = backend.numpy_host  # host files: NumPy itself, whatever the device
+_NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def write_npz(file, arrays):
+    """Write name -> host array to an open binary file as an uncompressed .npz: one `name.npy`
+    member per array, written directly (any name is fine), never pickled."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, a in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
+
+
+def read_npz(path):
+    """Every array of an .npz, each member read whole and checked: its CRC, its header, and its
+    length against the header's shape and dtype before an array is made. Members must be stored
+    uncompressed (so no member unpacks to more than the file holds) and named once. A damaged
+    file raises ValueError naming the member and what is wrong; nothing is unpickled."""
+    arrays = {}
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"not an .npz archive ({e})") from None
+    with archive:
+        _check_members_apart(archive.infolist(), os.path.getsize(path))
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not an array (.npy)")
+            if info.filename[:-4] in arrays:
+                raise ValueError(f"member {info.filename!r} appears twice")
+            if info.compress_type != zipfile.ZIP_STORED:  # its size on disk would not bound what it unpacks to
+                raise ValueError(f"member {info.filename!r} is compressed; minitl writes and reads uncompressed files")
+            try:
+                raw = archive.read(info)  # to its end: zipfile checks the member's CRC there
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+                raise ValueError(f"member {info.filename!r} is damaged ({e})") from None
+            arrays[info.filename[:-4]] = _parse_npy(raw, info.filename)
+    return arrays
+
+
+def _check_members_apart(members, size):
+    """Members must lie one after another inside the file. A crafted zip can nest them (one member's
+    data holds the next member whole) or point past the end; reading every member would then hold
+    many times the file in memory before anything is refused. Checked before any member is read."""
+    end = 0
+    for info in sorted(members, key=lambda info: info.header_offset):
+        if info.header_offset < end:
+            raise ValueError(f"member {info.filename!r} starts inside the member before it (overlapping members)")
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        end = info.header_offset + 30 + len(name) + info.compress_size  # 30: a local header's fixed part
+        if end > size:
+            raise ValueError(f"member {info.filename!r} ends at byte {end}, past the end of the file ({size} bytes)")
+
+
+def _parse_npy(raw, name):
+    """One .npy member's bytes as an array, or a ValueError saying what is wrong with them."""
+    f = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(f)
+        shape, fortran_order, dtype = _NPY_VERSIONS[version](f)
+    except KeyError:
+        raise ValueError(f"member {name!r}: unsupported .npy version {version}") from None
+    except Exception as e:  # a damaged header fails in many ways (a bad literal, a bad dtype, ...)
+        raise ValueError(f"member {name!r} has a damaged header ({type(e).__name__}: {e})") from None
+    if dtype.hasobject or dtype.kind not in "biufc":
+        raise ValueError(f"member {name!r} holds {dtype} data: only numbers are read (nothing is unpickled)")
+    if not all(type(d) is int and d >= 0 for d in shape):  # (NumPy's header parser lets (True,) through)
+        raise ValueError(f"member {name!r} has a damaged header: shape {shape!r}")
+    count = math.prod(shape)
+    expected, found = count * dtype.itemsize, len(raw) - f.tell()
+    if expected != found:
+        raise ValueError(f"member {name!r}: its header says {dtype} of shape {shape} ({expected} bytes) but it holds "
+                         f"{found} bytes of data")
+    a = np.frombuffer(raw, dtype=dtype, count=count, offset=f.tell())
+    a = a.reshape(shape, order="F" if fortran_order else "C")
+    return a.astype(dtype.newbyteorder("="))  # a copy, in this machine's byte order (CuPy ignores any other)

@@ -716,9 +716,8 @@ def test_an_optimizer_step_checks_every_gradient_before_moving_any():
 
 @pytest.mark.parametrize("mark", [0, 2, -1, 1.0])
 def test_a_checkpoint_of_another_format_is_refused(tmp_path, mark):
-    from minitl import backend
     path = str(tmp_path / "x.npz")
-    backend.write_npz(path, {"w": np.ones(2), "__minitl_format__": np.asarray(mark)})
+    mt.io.write_npz(path, {"w": np.ones(2), "__minitl_format__": np.asarray(mark)})
     with pytest.raises(ValueError, match=f"says it is minitl file format {mark!r}; this minitl reads format 1"):
         mt.load(path)
 

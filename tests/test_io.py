@@ -31,7 +31,7 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, monkeypatch):
         file.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mt.backend, "write_npz", crash)
+    monkeypatch.setattr(mt.io, "write_npz", crash)
     with pytest.raises(KeyboardInterrupt):
         mt.save({"v": np.ones(3)}, path)
     np.testing.assert_array_equal(mt.load(path)["v"], np.zeros(3))

@@ -294,7 +294,7 @@ def test_a_crash_mid_write_leaves_the_previous_cache(setup, tmp_path, monkeypatc
         file.write(b"PK half a zip")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mt.backend, "write_npz", crash)
+    monkeypatch.setattr(mt.io, "write_npz", crash)
     with pytest.raises(KeyboardInterrupt):
         cache.features(changed.features, d.target_pool, "pool")
     monkeypatch.undo()
