@@ -6,24 +6,16 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
-# No minitl import at module level: peer processes (PyTorch, DeZero) use timeit too, and
-# importing minitl would change their malloc settings (see minitl/backend.py).
+# No minitl import at module level: the steps' processes import what they time (minitl, or a peer)
+# themselves, and a peer's process imports only minitl's timer (report.wall_times, numbers only).
 
 
 def timeit(fn, sync=lambda: None, warmup=3, repeat=15):
-    """Median and spread (interquartile range) of fn's wall time in seconds, after warm-up runs.
-    `sync` waits for the device, and runs before every clock read."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    """Median and spread (interquartile range) of fn's wall time in seconds, after warm-up runs
+    (minitl.report.wall_times: `sync` waits for the device, and runs around every clock read)."""
+    from minitl.report import wall_times
+    times = wall_times(fn, sync, repeat, warmup)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return statistics.median(times), q[2] - q[0]
 
@@ -148,9 +140,9 @@ def write_results(name, results, folder=None):
     info = machine()
     tag = "".join(ch if ch.isalnum() else "-" for ch in (info["gpu"] or info["cpu"]))[:40].strip("-")
     path = os.path.join(folder, f"{name}-{tag}.json")
-    with open(path + ".tmp", "w") as f:
+    from minitl.io import atomic_write  # two benchmarks writing one name never leave a half-written file
+    with atomic_write(path, "w") as f:
         json.dump({"machine": info, "results": results}, f, indent=1)
-    os.replace(path + ".tmp", path)
     return path
 
 

@@ -11,10 +11,10 @@ import builtins
 import contextlib
 import functools
 import inspect
-import numbers
 import threading
 
 from minitl import backend
+from minitl.checks import is_int, is_real  # noqa: F401 (is_int, is_real: also imported from here by older code)
 
 # ---------------------------------------------------------------- grad mode
 
@@ -878,16 +878,6 @@ def _normalize_axes(axis, ndim, op):
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{op}: axis {axis!r} names an axis twice")
     return normalized
-
-
-def is_int(value):
-    """A Python or NumPy integer, not a bool (True is not an axis or a size)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_real(value):
-    """A Python or NumPy real number, not a bool (True is not a rate)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _keepdims_shape(shape, axes):

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from minitl import backend, parallel, report, transfer
+from minitl.checks import positive_int
 from minitl.data import k_shot, load_dataset
 from minitl.io import atomic_write
 from minitl.training import NonFiniteLoss
@@ -61,9 +62,8 @@ MAX_SEEDS, MAX_STEPS = 1000, 1_000_000
 
 def check_run_options(dataset, ks, seeds, steps, out):
     """Everything a table's options can get wrong, checked before any work; returns the dataset."""
-    for name, value in (("seeds", seeds), ("steps", 1 if steps is None else steps)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    seeds = positive_int("the run options", "seeds", seeds)
+    steps = None if steps is None else positive_int("the run options", "steps", steps)
     # Each seed runs every cell again, each step is a training step of every run: beyond these a table
     # takes days, and a list of 10**20 runs fills memory before the first one starts.
     for name, value, most in (("seeds", seeds, MAX_SEEDS), ("steps", steps or 1, MAX_STEPS)):

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 
 from minitl import backend
-from minitl.autograd import Tensor, is_int
+from minitl.autograd import Tensor
+from minitl.checks import is_int, positive_int
 from minitl.functional.loss import checked_labels
 
 np = backend.numpy_host  # data is made and kept on the host; batches move to the device
@@ -281,8 +282,7 @@ class DataLoader:
     """
 
     def __init__(self, x, y, batch_size, shuffle=False, seed=None, device=None, drop_last=False):
-        if not is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = positive_int("DataLoader", "batch_size", batch_size)
         if seed is not None and (not is_int(seed) or seed < 0):
             raise ValueError(f"DataLoader: seed must be an integer >= 0 (or None), got {seed!r}")
         for flag, value in (("shuffle", shuffle), ("drop_last", drop_last)):

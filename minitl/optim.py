@@ -4,15 +4,8 @@ a parameter that does not require grad (or has no gradient) is never touched."""
 import math
 
 from minitl import backend
-from minitl.autograd import Tensor, is_int, is_real, would_overflow
-
-
-def check_number(where, what, value, high=None):
-    """A finite real number >= 0 (and < high when given), or a ValueError in PyTorch's words."""
-    ok = is_real(value) and math.isfinite(value) and value >= 0
-    if not ok or (high is not None and value >= high):
-        bound = f"in [0, {high})" if high is not None else "a finite number >= 0"
-        raise ValueError(f"{where}: Invalid {what}: {value!r} (expected {bound})")
+from minitl.autograd import Tensor, would_overflow
+from minitl.checks import check_number, is_int
 
 
 def _options(group):

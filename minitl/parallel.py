@@ -16,6 +16,8 @@ from multiprocessing import connection
 
 from threadpoolctl import threadpool_limits
 
+from minitl.checks import positive_int
+
 
 def default_jobs(device):
     """One process per core (at most 2) on the CPU; one on a GPU (a forked process cannot use CUDA)."""
@@ -26,8 +28,7 @@ def default_jobs(device):
 
 def check_jobs(jobs, device):
     """A usable number of processes, or a ValueError saying why not."""
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    jobs = positive_int("parallel", "jobs", jobs)
     if jobs > 1 and device == "cuda":
         raise ValueError(f"jobs={jobs} on cuda: a forked process cannot use CUDA; use jobs=1 on a GPU")
     if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():

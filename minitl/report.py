@@ -7,6 +7,7 @@ import sys
 import time
 
 from minitl import backend
+from minitl.checks import positive_int
 
 
 def lesson_arguments(doc, file=None, argv=None):
@@ -57,21 +58,26 @@ def save_picture(plt, fig, args, name):
     return path
 
 
-def median_seconds(fn, device, repeat):
-    """The median wall time of fn() in seconds over `repeat` calls, after one warm-up call (the
-    first pays for allocations and, on a GPU, for compiling kernels). The device is synchronised
+def wall_times(fn, sync, repeat, warmup=1):
+    """fn()'s wall time in seconds, `repeat` times, after `warmup` calls (the first pays for
+    allocations and, on a GPU, for compiling kernels). `sync()` waits for the device and runs
     around every clock read: a GPU call returns before its work is done (lesson 11)."""
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-        raise ValueError(f"median_seconds: repeat must be a positive integer, got {repeat!r}")
-    fn()
+    repeat = positive_int("wall_times", "repeat", repeat)
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
-        backend.synchronize(device)
+        sync()
         start = time.perf_counter()
         fn()
-        backend.synchronize(device)
+        sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, device, repeat):
+    """The median wall time of fn() on a device, in seconds, over `repeat` calls after one warm-up."""
+    return statistics.median(wall_times(fn, lambda: backend.synchronize(device), repeat))
 
 
 def table(headers, rows):

@@ -26,7 +26,8 @@ except ImportError:  # pragma: no cover - depends on the environment
         from None
 
 from minitl import backend
-from minitl.autograd import Tensor, is_int
+from minitl.autograd import Tensor
+from minitl.checks import is_int
 from minitl.gradcheck import gradcheck
 
 # Where the values of an input are drawn from, away from where an op has no derivative.

@@ -10,6 +10,7 @@ import math
 
 from minitl import backend
 from minitl.autograd import Tensor, no_grad
+from minitl.checks import positive_int
 
 
 class NonFiniteLoss(RuntimeError):
@@ -66,9 +67,7 @@ def fit(loss_fn, optimizer, loader, steps, schedule="constant", callback=None, e
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"fit: schedule must be one of {SCHEDULES}, got {schedule!r}")
-    for name, value in (("steps", steps), ("every", every)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    steps, every = positive_int("fit", "steps", steps), positive_int("fit", "every", every)
     base = [group["lr"] for group in optimizer.param_groups]
     try:
         losses = _steps(loss_fn, optimizer, loader, steps, schedule, callback, every, base)

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 
 from minitl import backend, nn
 from minitl import functional as F
-from minitl.autograd import Tensor, is_int, is_real, no_grad
+from minitl.autograd import Tensor, no_grad
+from minitl.checks import check_number, is_int, is_real, positive_int
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
-from minitl.optim import Adam, check_number
+from minitl.optim import Adam
 from minitl.training import SCHEDULES, accuracy, device_for_model, evaluating, fit
 
 # ---------------------------------------------------------------- the model
@@ -60,10 +61,10 @@ class TransferCNN(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"TransferCNN: norm must be one of {NORMS}, got {norm!r}")
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size),
-                            ("width", width), ("hidden", hidden)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TransferCNN: {name} must be a positive integer, got {value!r}")
+        num_classes, in_channels, image_size, width, hidden = (
+            positive_int("TransferCNN", name, value) for name, value in (
+                ("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size),
+                ("width", width), ("hidden", hidden)))
         if image_size % 4:
             raise ValueError(f"TransferCNN: image_size must be a multiple of 4 (two 2x2 poolings), got {image_size}")
         self.norm = norm
@@ -529,9 +530,7 @@ class Budget:
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise ValueError(f"Budget: {name} must be a positive integer, got {value!r}")
+            positive_int("Budget", name, getattr(self, name))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Budget: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not is_int(self.max_steps) or self.max_steps < 0:
@@ -547,8 +546,7 @@ class Budget:
 
     def steps_for(self, n):
         """How many steps a run on n training examples takes."""
-        if not is_int(n) or n < 1:
-            raise ValueError(f"Budget.steps_for: the number of training examples must be a positive integer, got {n!r}")
+        n = positive_int("Budget.steps_for", "the number of training examples", n)
         passes = math.ceil(self.epochs * n / min(self.batch_size, n)) if self.epochs else 0
         return min(max(self.steps, passes), max(self.max_steps, self.steps))
 

@@ -656,17 +656,47 @@ class OddError(ValueError):
 
 
 def test_layer_errors_name_the_layer_whatever_the_exception_class():
-    from minitl.nn.layers import _named_errors
-    @_named_errors
-    def forward(layer):
-        raise OddError("x", "y")  # broke the wrapper itself: TypeError, __init__() missing arguments
+    class Odd(nn.Module):
+        def forward(self, x):
+            raise OddError("x", "y")  # broke the naming itself: TypeError, __init__() missing arguments
 
-    with pytest.raises(ValueError, match=r"Linear\(in_features=1.*: x and y"):
-        forward(nn.Linear(1, 1))
+    with pytest.raises(ValueError, match=r"^Odd\(\): x and y"):
+        Odd()(None)
     with pytest.raises(TypeError, match=r"ReLU\(\): relu: the input is bool"):
         nn.ReLU()(mt.tensor(np.ones((1, 2), dtype=bool)))
     with pytest.raises(TypeError, match=r"Dropout\(p=0.5\): dropout: the input is int64"):
         nn.Dropout(0.5)(mt.tensor(np.ones(3, dtype=np.int64)))
+
+
+def test_the_innermost_layer_names_an_error_once():
+    """Module.__call__ names an error with the layer that raised it; the containers around it leave
+    it as it is (their reprs span lines), and a user's own module is named as minitl's are."""
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return F.relu(self.fc(x))
+
+    model = nn.Sequential(nn.Sequential(Head()))
+    with pytest.raises(ValueError) as caught:
+        model(mt.tensor(np.ones((1, 4), dtype=np.float32)))
+    named = "Linear(in_features=3, out_features=2, bias=True): linear: input has shape (1, 4)"
+    assert str(caught.value).startswith(named)
+    assert str(caught.value).count("Linear(") == 1 and "Sequential" not in str(caught.value)
+
+    class Own(nn.Module):
+        def forward(self, x):
+            return F.linear(x, mt.tensor(np.ones((2, 3), dtype=np.float32)))
+
+    with pytest.raises(ValueError, match=r"^Own\(\): linear: input has shape \(1, 4\)"):
+        nn.Sequential(Own())(mt.tensor(np.ones((1, 4), dtype=np.float32)))
+    with pytest.raises(ValueError, match=r"^Bad\(\.\.\.\): shapes"):
+        class Bad(Head):
+            def forward(self, x):
+                raise ValueError("shapes")
+        Bad()(None)
 
 
 def test_fit_over_a_one_shot_iterator_says_what_ran_out():

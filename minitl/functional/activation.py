@@ -1,8 +1,8 @@
 """Activations: relu, softmax, log_softmax (last axis, stable) and dropout."""
 
 from minitl import backend
-from minitl.autograd import Function, Tensor, is_real, require_tensor
-from minitl.functional.linear import check_float_input
+from minitl.autograd import Function, Tensor, require_tensor
+from minitl.checks import check_float_input, probability
 
 
 class ReLUFunction(Function):
@@ -73,9 +73,7 @@ def dropout(x, p=0.5, training=True):
     """
     require_tensor(x, "dropout")
     check_float_input(x, "dropout")  # an integer tensor cannot be rescaled by 1/(1-p)
-    if not is_real(p) or not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be a number in [0, 1], got {p!r}")
-    p = float(p)
+    p = probability("dropout", p)
     if not training or p == 0:
         return x
     keep = backend.host_rng().random(x.shape) >= p

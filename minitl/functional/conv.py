@@ -12,8 +12,8 @@ times the whole batch), and the transposes around the matrix products cost nothi
 """
 
 from minitl import backend
-from minitl.autograd import Function, check_compatible, is_int, require_tensor
-from minitl.functional.linear import check_float_input
+from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.checks import check_float_input, is_int
 
 
 def _pair(value, name, op):

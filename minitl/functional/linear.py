@@ -2,16 +2,8 @@
 
 import math
 
-from minitl import backend
 from minitl.autograd import Function, check_compatible, require_tensor
-
-
-def check_float_input(x, op):
-    """minitl computes layers and losses in floating point: an integer input would silently promote the
-    output (or overflow). A TypeError that names the fix."""
-    if not backend.is_float(x.dtype):
-        raise TypeError(f"{op}: the input is {x.dtype}; minitl computes this in floating point: convert it "
-                        f"first with x.float(), x.to(mt.float32) or, for an array, astype('float32')")
+from minitl.checks import check_float_input
 
 
 class LinearFunction(Function):

@@ -5,8 +5,8 @@ import weakref
 
 from minitl import backend
 from minitl.autograd import Function, Tensor, check_compatible, require_tensor
+from minitl.checks import check_float_input
 from minitl.functional.activation import log_softmax
-from minitl.functional.linear import check_float_input
 
 
 def check_labels(logits, labels, op="cross_entropy"):

@@ -6,8 +6,8 @@ running statistics are used, and nothing moves.
 """
 
 from minitl import backend
-from minitl.autograd import Function, check_compatible, is_real, require_tensor
-from minitl.functional.linear import check_float_input
+from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.checks import check_float_input, is_real
 
 
 class BatchNormFunction(Function):

@@ -1,28 +1,12 @@
 """The layers: thin Modules over minitl.functional, initialised as PyTorch's defaults."""
 
-import functools
 import math
 
 from minitl import backend
 from minitl import functional as F
-from minitl.autograd import is_int, is_real
+from minitl.checks import is_int, is_real, probability
 from minitl.functional.conv import _pair
 from minitl.nn.module import Module, Parameter
-
-
-def _named_errors(forward):
-    """A layer's forward that prefixes a shape or type error from its functional op with the layer."""
-    @functools.wraps(forward)
-    def named(self, *args, **kwargs):
-        try:
-            return forward(self, *args, **kwargs)
-        except (ValueError, TypeError) as e:
-            try:
-                named_error = type(e)(f"{self!r}: {e}")
-            except TypeError:  # an exception class that takes other arguments (NumPy's casting errors)
-                named_error = (ValueError if isinstance(e, ValueError) else TypeError)(f"{self!r}: {e}")
-            raise named_error from None
-    return named
 
 
 def _check_sizes(layer, minimum=1, **sizes):
@@ -60,7 +44,6 @@ class Linear(Module):
         self.weight = _init_uniform((out_features, in_features), in_features, dtype, device)
         self.bias = _init_uniform((out_features,), in_features, dtype, device) if bias else None
 
-    @_named_errors
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
 
@@ -85,7 +68,6 @@ class Conv2d(Module):
         self.weight = _init_uniform((out_channels, in_channels) + self.kernel_size, fan_in, dtype, device)
         self.bias = _init_uniform((out_channels,), fan_in, dtype, device) if bias else None
 
-    @_named_errors
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
@@ -112,7 +94,6 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """The largest value of each window."""
 
-    @_named_errors
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
@@ -120,7 +101,6 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """The mean of each window."""
 
-    @_named_errors
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride)
 
@@ -185,7 +165,6 @@ class _BatchNorm(Module):
         """Whether forward normalises with each batch's own statistics (so a batch of one cannot pass)."""
         return (self.training and not self.stats_frozen) or self.running_mean is None
 
-    @_named_errors
     def forward(self, x):
         if getattr(x, "ndim", None) not in self.input_dims:
             raise ValueError(f"expected a {' or '.join(f'{d}-D' for d in self.input_dims)} input, got "
@@ -217,7 +196,6 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
-    @_named_errors
     def forward(self, x):
         return F.relu(x)
 
@@ -229,7 +207,6 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = start_dim
 
-    @_named_errors
     def forward(self, x):
         return F.flatten(x, self.start_dim)
 
@@ -239,11 +216,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not is_real(p) or not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
-        self.p = float(p)  # np.float32(0.5) is welcome, and kept as a Python number
+        self.p = probability("Dropout", p)  # np.float32(0.5) is welcome, and kept as a Python number
 
-    @_named_errors
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
 

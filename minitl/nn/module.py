@@ -19,6 +19,18 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _named(module, e):
+    """e, its message prefixed with the layer that raised it (the layer's repr; a container's class
+    name, as its repr spans many lines)."""
+    name = repr(module) if not module._modules else f"{type(module).__name__}(...)"
+    try:
+        named = type(e)(f"{name}: {e}")
+    except TypeError:  # an exception class that takes other arguments (NumPy's casting errors)
+        named = (ValueError if isinstance(e, ValueError) else TypeError)(f"{name}: {e}")
+    named.minitl_layer = name
+    return named
+
+
 class Module:
     """Base class of every layer and model.
 
@@ -100,7 +112,12 @@ class Module:
         raise TypeError(f"{type(self).__name__} must define forward")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        try:
+            return self.forward(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            if getattr(e, "minitl_layer", None) is not None:  # named already, by the layer inside this one
+                raise
+            raise _named(self, e) from None
 
     # ---- walking the tree
     def named_children(self):
