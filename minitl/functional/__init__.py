@@ -2,7 +2,7 @@
 
 from minitl.functional.activation import dropout, log_softmax, relu, softmax
 from minitl.functional.conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d
-from minitl.functional.linear import flatten, linear
+from minitl.functional.dense import flatten, linear
 from minitl.functional.loss import cross_entropy, cross_entropy_composed, l2sp_penalty, mse_loss, mse_loss_composed
 from minitl.functional.normalization import batch_norm
 

@@ -1,4 +1,5 @@
-"""linear and flatten."""
+"""Dense (fully connected) layers' ops: linear and flatten. (Named dense.py, not linear.py: F.linear, the function,
+would hide a submodule of the same name in minitl.functional.)"""
 
 import math
 
