@@ -1,8 +1,11 @@
 """minitl: a small deep-learning engine on NumPy and CuPy, written to be read,
 that teaches transfer learning end to end. The API follows PyTorch's names."""
 
+# tensors first: the ops and the backward pass are built on Tensor (see the end of minitl/tensors.py)
+from minitl.tensors import Tensor, manual_seed, tensor  # isort: skip
+
 from minitl import data, functional, nn, optim, training, transfer
-from minitl.autograd import Function, Tensor, is_grad_enabled, manual_seed, no_grad, tensor
+from minitl.autograd import Function, is_grad_enabled, no_grad
 from minitl.backend import float32, float64, int64
 from minitl.gradcheck import GradcheckError, gradcheck
 from minitl.io import load, save

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 
 from minitl import backend
-from minitl.autograd import Tensor
 from minitl.checks import is_int, positive_int
 from minitl.functional.loss import checked_labels
+from minitl.tensors import Tensor
 
 np = backend.numpy_host  # data is made and kept on the host; batches move to the device
 
@@ -320,5 +320,5 @@ class DataLoader:
         order = backend.to_device(self.rng.permutation(n), backend.device_of(self.x)) if self.shuffle else None
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = slice(start, start + self.batch_size) if order is None else order[start:start + self.batch_size]
-            x, y = Tensor._make(self.x[idx]), self.y[idx]
-            yield x, Tensor._make(y) if self.classes is None else checked_labels(y, self.classes)
+            x, y = Tensor(self.x[idx]), self.y[idx]
+            yield x, Tensor(y) if self.classes is None else checked_labels(y, self.classes)

@@ -7,7 +7,8 @@ A random g (not all ones) catches a backward that forgets to multiply by it.
 """
 
 from minitl import backend
-from minitl.autograd import Tensor, no_grad
+from minitl.autograd import no_grad
+from minitl.tensors import Tensor
 
 
 class GradcheckError(AssertionError):

@@ -15,7 +15,7 @@ import zipfile
 import zlib
 
 from minitl import backend
-from minitl.autograd import Tensor
+from minitl.tensors import Tensor
 
 _MARK = "__minitl_format__"  # a key that tells our files from any other .npz, holding the format
 FORMAT = 1

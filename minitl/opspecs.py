@@ -9,9 +9,9 @@ kinks: ReLU at 0, ties for max and max-pooling, log and pow at 0, a divisor near
 from dataclasses import dataclass, field
 from typing import Callable
 
-from minitl import autograd as T
 from minitl import backend
 from minitl import functional as F
+from minitl.tensors import Tensor
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def make_array(rng, shape, domain, dtype=backend.float64):
 def make_inputs(spec, rng, shapes=None, device="cpu", dtype=backend.float64):
     """Tensors that require grad, one per input of spec, on `device`."""
     shapes = spec.shapes if shapes is None else shapes
-    return [T.Tensor(backend.to_device(make_array(rng, s, d, dtype), device), requires_grad=True)
+    return [Tensor(backend.to_device(make_array(rng, s, d, dtype), device), requires_grad=True)
             for s, d in zip(shapes, spec.domains)]
 
 
@@ -71,7 +71,7 @@ def _batch_norm_training(x, w, b):
 def _batch_norm_eval(x, w, b):
     """Fixed running statistics, as in eval mode."""
     stats = backend.numpy_host.linspace(0.5, 1.5, x.shape[1]).astype(x.dtype)
-    running_mean, running_var = (T.Tensor(backend.to_device(a, x.device)) for a in (stats - 1, stats))
+    running_mean, running_var = (Tensor(backend.to_device(a, x.device)) for a in (stats - 1, stats))
     return F.batch_norm(x, running_mean, running_var, w, b, training=False)
 
 

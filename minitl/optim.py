@@ -4,8 +4,8 @@ a parameter that does not require grad (or has no gradient) is never touched."""
 import math
 
 from minitl import backend
-from minitl.autograd import Tensor, would_overflow
 from minitl.checks import check_number, is_int
+from minitl.tensors import Tensor, would_overflow
 
 
 def _options(group):

@@ -26,9 +26,9 @@ except ImportError:  # pragma: no cover - depends on the environment
         from None
 
 from minitl import backend
-from minitl.autograd import Tensor
 from minitl.checks import is_int
 from minitl.gradcheck import gradcheck
+from minitl.tensors import Tensor
 
 # Where the values of an input are drawn from, away from where an op has no derivative.
 DOMAINS = {

@@ -9,8 +9,9 @@ import contextlib
 import math
 
 from minitl import backend
-from minitl.autograd import Tensor, no_grad
+from minitl.autograd import no_grad
 from minitl.checks import positive_int
+from minitl.tensors import Tensor
 
 
 class NonFiniteLoss(RuntimeError):
@@ -119,7 +120,7 @@ def predict(model, x, batch_size=512):
         raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
     xp = backend.get_array_module(x)
     with no_grad(), evaluating(model):
-        out = [model(Tensor._make(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
+        out = [model(Tensor(x[i:i + batch_size])).data for i in range(0, len(x), batch_size)]
     return xp.concatenate(out)
 
 

@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 
 from minitl import backend, nn
 from minitl import functional as F
-from minitl.autograd import Tensor, no_grad
+from minitl.autograd import no_grad
 from minitl.checks import check_number, is_int, is_real, positive_int
 from minitl.data import DataLoader, Split
 from minitl.io import load, save
 from minitl.optim import Adam
+from minitl.tensors import Tensor
 from minitl.training import SCHEDULES, accuracy, device_for_model, evaluating, fit
 
 # ---------------------------------------------------------------- the model
@@ -177,7 +178,7 @@ def output_size(trunk, data, device=None):
 def _one_output(trunk, x, device):
     """The trunk's output for the first example of x (eval mode, no graph): its shape and dtype."""
     with no_grad(), evaluating(trunk):
-        return trunk(Tensor._make(backend.to_device(x[:1], device)))
+        return trunk(Tensor(backend.to_device(x[:1], device)))
 
 
 # ---------------------------------------------------------------- extracting features
@@ -494,7 +495,7 @@ class L2SP:
     def composed(self):
         total = 0
         for p, a in zip(self.params, self.anchors):
-            total = ((p - Tensor._make(a)) ** 2).sum() + total
+            total = ((p - Tensor(a)) ** 2).sum() + total
         return total * 0.5
 
 

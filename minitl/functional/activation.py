@@ -1,8 +1,9 @@
 """Activations: relu, softmax, log_softmax (last axis, stable) and dropout."""
 
 from minitl import backend
-from minitl.autograd import Function, Tensor, require_tensor
+from minitl.autograd import Function
 from minitl.checks import check_float_input, probability
+from minitl.tensors import Tensor, require_tensor
 
 
 class ReLUFunction(Function):
@@ -81,4 +82,4 @@ def dropout(x, p=0.5, training=True):
     mask = backend.to_device((keep * scale).astype(x.dtype), x.device)
     laid = backend.empty_like(x.data, reuse=False)  # laid out like x (a flattened conv output is batch innermost), so
     laid[...] = mask                   # the product and its gradient keep x's layout (the layout rule)
-    return x * Tensor._make(laid)
+    return x * Tensor(laid)

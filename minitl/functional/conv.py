@@ -12,8 +12,9 @@ times the whole batch), and the transposes around the matrix products cost nothi
 """
 
 from minitl import backend
-from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.autograd import Function
 from minitl.checks import check_float_input, is_int
+from minitl.tensors import check_compatible, require_tensor
 
 
 def _pair(value, name, op):

@@ -3,8 +3,9 @@ would hide a submodule of the same name in minitl.functional.)"""
 
 import math
 
-from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.autograd import Function
 from minitl.checks import check_float_input
+from minitl.tensors import check_compatible, require_tensor
 
 
 class LinearFunction(Function):

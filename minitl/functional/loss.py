@@ -4,9 +4,10 @@ next to a composed twin built from primitive ops (tests show the two agree)."""
 import weakref
 
 from minitl import backend
-from minitl.autograd import Function, Tensor, check_compatible, require_tensor
+from minitl.autograd import Function
 from minitl.checks import check_float_input
 from minitl.functional.activation import log_softmax
+from minitl.tensors import Tensor, check_compatible, require_tensor
 
 
 def check_labels(logits, labels, op="cross_entropy"):

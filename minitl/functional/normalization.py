@@ -6,8 +6,9 @@ running statistics are used, and nothing moves.
 """
 
 from minitl import backend
-from minitl.autograd import Function, check_compatible, require_tensor
+from minitl.autograd import Function
 from minitl.checks import check_float_input, is_real
+from minitl.tensors import check_compatible, require_tensor
 
 
 class BatchNormFunction(Function):

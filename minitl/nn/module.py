@@ -4,7 +4,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from minitl import backend
-from minitl.autograd import Tensor, would_overflow
+from minitl.tensors import Tensor, would_overflow
 
 
 class Parameter(Tensor):
