@@ -2,7 +2,7 @@
 that teaches transfer learning end to end. The API follows PyTorch's names."""
 
 # tensors first: the ops and the backward pass are built on Tensor (see the end of minitl/tensors.py)
-from minitl.tensors import Tensor, manual_seed, tensor  # isort: skip
+from minitl.tensors import Tensor, empty, manual_seed, ones, tensor, zeros  # isort: skip
 
 from minitl import data, functional, nn, optim, training, transfer
 from minitl.autograd import Function, is_grad_enabled, no_grad
@@ -12,6 +12,6 @@ from minitl.io import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "Function", "tensor", "no_grad", "is_grad_enabled", "manual_seed", "gradcheck",
-           "GradcheckError", "save", "load", "float32", "float64", "int64",
+__all__ = ["Tensor", "Function", "tensor", "zeros", "ones", "empty", "no_grad", "is_grad_enabled", "manual_seed",
+           "gradcheck", "GradcheckError", "save", "load", "float32", "float64", "int64",
            "functional", "nn", "optim", "data", "training", "transfer"]

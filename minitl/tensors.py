@@ -253,6 +253,27 @@ class Tensor:
 
     _version = property(lambda self: self._versions[0])
 
+    # ---- in place, without a graph (running statistics, counters): the version moves, as in PyTorch
+    def mul_(self, value):
+        """self *= value, in place; returns self."""
+        self._check_in_place("mul_")
+        self.data *= value.data if isinstance(value, Tensor) else value
+        self.bump_version()
+        return self
+
+    def add_(self, other, alpha=1):
+        """self += alpha * other, in place; returns self."""
+        self._check_in_place("add_")
+        other = other.data if isinstance(other, Tensor) else other
+        self.data += other if alpha == 1 else alpha * other
+        self.bump_version()
+        return self
+
+    def _check_in_place(self, op):
+        if self._requires_grad and self._creator is None and autograd.is_grad_enabled():
+            raise RuntimeError(f"{op}: a leaf tensor that requires grad is used in an in-place operation, which "
+                               f"autograd cannot follow (as in PyTorch): wrap it in `with mt.no_grad():`")
+
     # ---- autograd
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
@@ -311,6 +332,31 @@ def _new_tensor(array, requires_grad=False):
     t._versions = [0]
     return t
 
+
+
+def _filled(fill, size, dtype, device, requires_grad, op):
+    shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+    if not all(is_int(n) and n >= 0 for n in shape):
+        raise ValueError(f"{op}: the size must be integers >= 0, given as mt.{op}(2, 3) or mt.{op}((2, 3)); got {size}")
+    dtype = backend.float32 if dtype is None else backend.as_dtype(dtype)
+    device = backend.default_device() if device is None else backend.check_device(device)
+    array = getattr(backend.get_array_module(device), fill)(tuple(int(n) for n in shape), dtype)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros: mt.zeros(2, 3) or mt.zeros((2, 3)); float32 unless a dtype is given, as in PyTorch."""
+    return _filled("zeros", size, dtype, device, requires_grad, "zeros")
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones, shaped as zeros' is."""
+    return _filled("ones", size, dtype, device, requires_grad, "ones")
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor whose values are whatever the memory held: for a buffer that is written before it is read."""
+    return _filled("empty", size, dtype, device, requires_grad, "empty")
 
 
 def tensor(data, requires_grad=False, device=None, dtype=None):

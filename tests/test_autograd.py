@@ -353,3 +353,40 @@ def test_a_copy_made_by_indexing_does_not_share_the_version():
     mt.optim.SGD([w], lr=1.0).step()
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, np.tile(np.arange(12.0).reshape(4, 3).sum(axis=1), (2, 1)))
+
+
+def test_factories_follow_pytorch():
+    assert mt.zeros(2, 3).shape == (2, 3) and mt.zeros((2, 3)).dtype == mt.float32
+    assert mt.ones(2, dtype=mt.int64).data.tolist() == [1, 1] and mt.empty(0, 4).shape == (0, 4)
+    assert mt.zeros(()).shape == () and mt.ones(3, requires_grad=True).requires_grad
+    for bad in [(-1,), (2.0,), ("2",), (True,), ((2, -3),)]:
+        with pytest.raises(ValueError, match="the size must be integers >= 0"):
+            mt.zeros(*bad)
+    with pytest.raises(TypeError, match="only floating-point tensors can require gradients"):
+        mt.ones(2, dtype=mt.int64, requires_grad=True)
+
+
+def test_in_place_updates_move_the_version_and_refuse_a_trained_leaf():
+    w = mt.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="add_: a leaf tensor that requires grad"):
+        w.add_(1)
+    assert w.data.tolist() == [1, 1, 1], "refused before anything changed"
+    x = mt.ones(3, requires_grad=True)
+    stats = mt.zeros(3)
+    y = (x * stats).sum()  # Mul saved stats
+    stats.mul_(2).add_(mt.ones(3), alpha=0.5)
+    assert stats.data.tolist() == [0.5] * 3 and stats._version == 2
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+def test_batch_norm_moves_its_statistics_through_the_in_place_helper():
+    """The running statistics and the batch count move with add_/mul_, so their versions move too."""
+    bn = mt.nn.BatchNorm1d(2)
+    versions = [t._version for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+    bn(mt.tensor(np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32)))
+    assert [t._version for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)] == \
+        [v + 2 for v in versions[:2]] + [versions[2] + 1]
+    np.testing.assert_allclose(bn.running_mean.data, [0.2, 0.4])
+    np.testing.assert_allclose(bn.running_var.data, [0.9 + 0.1 * 2.0, 0.9 + 0.1 * 8.0], rtol=1e-6)
+    assert int(bn.num_batches_tracked.data) == 1

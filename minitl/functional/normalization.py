@@ -17,9 +17,9 @@ class BatchNormFunction(Function):
     eval (fixed statistics): gx = gy * w / sqrt(var + eps);  gw = sum(gy * xhat), gb = sum(gy)"""
     new_grads = True
 
-    def __init__(self, running_mean, running_var, training, momentum, eps):
-        self.running_mean, self.running_var = running_mean, running_var
-        self.training, self.momentum, self.eps = training, momentum, eps
+    def __init__(self, running_mean, running_var, training, eps):
+        self.running_mean, self.running_var = running_mean, running_var  # tensors, or None
+        self.training, self.eps = training, eps
 
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
@@ -29,13 +29,9 @@ class BatchNormFunction(Function):
         if self.training:
             mean = x.mean(axis=self.axes)
             var = ((x - mean.reshape(shape)) ** 2).mean(axis=self.axes)  # biased: what normalises
-            if self.running_mean is not None:  # the running statistics move in place (no graph, no gradient)
-                self.running_mean *= 1 - self.momentum
-                self.running_mean += self.momentum * mean
-                self.running_var *= 1 - self.momentum
-                self.running_var += self.momentum * var * (self.m / (self.m - 1))  # unbiased, as PyTorch keeps it
+            self.batch_mean, self.batch_var = mean, var  # batch_norm moves the running statistics towards them
         else:
-            mean, var = self.running_mean, self.running_var
+            mean, var = self.running_mean.data, self.running_var.data
         self.inv_std = (1.0 / xp.sqrt(var + self.eps)).reshape(shape)
         self.xhat = (x - mean.reshape(shape)) * self.inv_std
         if not affine:
@@ -90,9 +86,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not (is_real(momentum) and 0 <= momentum <= 1) or not (is_real(eps) and eps > 0):
         raise ValueError(f"{op}: momentum must be a number in [0, 1] and eps a number > 0, got {momentum!r} and "
                          f"{eps!r}")
-    if training and running_mean is not None:
-        running_mean.bump_version()
-        running_var.bump_version()
-    stats = (None, None) if running_mean is None else (running_mean.data, running_var.data)
     # Python floats: a NumPy float64 eps or momentum would turn float32 statistics into float64
-    return BatchNormFunction(*stats, training, float(momentum), float(eps))(input, *affine)
+    momentum, eps = float(momentum), float(eps)
+    fn = BatchNormFunction(running_mean, running_var, training, eps)
+    y = fn(input, *affine)
+    if training and running_mean is not None:  # once the batch was accepted; in place, no graph (versions move)
+        m = input.numel() // c
+        running_mean.mul_(1 - momentum).add_(momentum * fn.batch_mean)
+        running_var.mul_(1 - momentum).add_(momentum * fn.batch_var * (m / (m - 1)))  # unbiased, as PyTorch keeps it
+    return y

@@ -7,6 +7,7 @@ from minitl import functional as F
 from minitl.checks import is_int, is_real, probability
 from minitl.functional.conv import _pair
 from minitl.nn.module import Module, Parameter
+from minitl.tensors import ones, zeros
 
 
 def _check_sizes(layer, minimum=1, **sizes):
@@ -133,15 +134,12 @@ class _BatchNorm(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         self.stats_frozen = False
         device = backend.check_device(device)
-        ones = lambda: backend.to_device(backend.numpy_host.ones(num_features, dtype=dtype), device)
-        zeros = lambda: backend.to_device(backend.numpy_host.zeros(num_features, dtype=dtype), device)
-        self.weight = Parameter(ones()) if affine else None
-        self.bias = Parameter(zeros()) if affine else None
+        self.weight = Parameter(ones(num_features, dtype=dtype, device=device)) if affine else None
+        self.bias = Parameter(zeros(num_features, dtype=dtype, device=device)) if affine else None
         if track_running_stats:
-            self.register_buffer("running_mean", zeros())
-            self.register_buffer("running_var", ones())
-            self.register_buffer("num_batches_tracked",
-                                 backend.to_device(backend.numpy_host.zeros((), dtype=backend.int64), device))
+            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
+            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
+            self.register_buffer("num_batches_tracked", zeros((), dtype=backend.int64, device=device))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -177,7 +175,7 @@ class _BatchNorm(Module):
         y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                          training=use_batch_stats, momentum=momentum, eps=self.eps)
         if counting:  # only once the batch was accepted; counted on the device (no sync)
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked.add_(1)
         return y
 
     def extra_repr(self):
