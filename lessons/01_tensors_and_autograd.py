@@ -141,11 +141,15 @@ assert worst < 1e-6, "backward and the finite differences disagree"
 # %% [markdown]
 # ## Try this
 #
-# 1. Replace `(a * a).mean()` by `(a * a).sum()` in sections 2 and 6. That path's
-#    gradient is now `2a` instead of `2a / 6`: `a.grad` changes, and the table still
-#    agrees (the assert above still passes).
-# 2. Add 10 to `c` (`c = mt.tensor(rng.standard_normal(2) + 10, ...)`): h becomes
-#    positive everywhere, ReLU is never off, and no gradient is 0 any more.
+# 1. Replace `(a * a).mean()` by `(a * a).sum()` in section 2 and in section 6's `f`, and
+#    `(path_square * path_square).mean()` by `(path_square * path_square).sum()` in section 5.
+#    That path's gradient is now `2a` instead of `2a / 6`: `a.grad` changes, section 5 still
+#    finds it is the exact sum of the two paths (0.0e+00), and the table still agrees (the
+#    assert still passes).
+# 2. Add 10 to `c` (`c = mt.tensor(rng.standard_normal(2) + 10, ...)`): h becomes positive
+#    everywhere, the list of columns where ReLU is off is empty (`[]`), and no gradient is 0
+#    any more. The differences grow, to 4.0e-08 here: y is now 334 instead of 0.48, and the
+#    rounding of a difference of two large values grows with them; the assert still passes.
 # 3. Set `EPS = 1e-2`: the differences do not grow, they fall (2.2e-11 at 1e-6, 3.1e-15
 #    here): y is made of products and ReLUs, piecewise quadratic, and a central difference
 #    is exact for a quadratic (its error needs a third derivative). Then try `1e-12`:

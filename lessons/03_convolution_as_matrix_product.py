@@ -1,8 +1,9 @@
 """Lesson 3: a convolution is one matrix product.
 
 What you will learn: how im2col lays every patch of an image out as a column, so
-that a convolution with all its filters becomes a single matrix product; how
-col2im sends gradients back to the pixels; and how max pooling picks and routes.
+that a convolution with all its filters becomes a single matrix product; how it does
+so with a strided view (`as_strided`) of images stored batch innermost, (C, H, W, N);
+how col2im sends gradients back to the pixels; and how max pooling picks and routes.
 
 Run it:  python lessons/03_convolution_as_matrix_product.py [--quick] [--device cpu|cuda]
 
@@ -55,7 +56,43 @@ print(f"x            {x.shape}   (N, C, H, W)")
 print(f"im2col(x)    {cols.shape}   (C*KH*KW, OH*OW*N) = ({C}*{KH}*{KW}, {OH}*{OW}*{N})")
 
 # %% [markdown]
-# ## 2. Every filter as a row: W_mat @ cols computes all filters at all positions at once
+# ## 2. Inside im2col: the batch innermost, a strided view, one copy
+#
+# An array is a block of memory and, for each axis, a stride: how many bytes to step to
+# reach the next index along it. minitl's convolution stores its arrays (C, H, W, N):
+# channel, row, column, and the batch last, innermost in memory. You still see (N, C, H, W),
+# as in PyTorch, through a transposed view (`.transpose(3, 0, 1, 2)`; `.transpose(1, 2, 3, 0)`
+# goes back): a transpose only reorders the strides, nothing is copied. With the batch
+# innermost, one pixel of all N images is one contiguous run of memory, so every copy
+# im2col makes moves runs N times longer than in (N, C, H, W), and the product's result,
+# (OC, OH*OW*N), is already the output in that layout: section 3 reshapes and transposes it,
+# views again (docs/design-notes.md says more).
+#
+# `as_strided(a, shape, strides)` (NumPy's `np.lib.stride_tricks`, CuPy's too) makes a view
+# of a's memory with any shape and strides you give it: no copy, and no check, so strides
+# that reach past the array read whatever memory lies there. im2col asks for a view of six
+# axes (C, KH, KW, OH, OW, N) whose element (c, i, j, oy, ox, n) is the padded pixel
+# xpad[c, oy*STRIDE + i, ox*STRIDE + j, n]: along c, i, j and n it steps as xpad does,
+# along oy and ox STRIDE rows or columns at a time. Every window, overlapping, is in that
+# view without a byte copied; one copy then lays the view out as the (C*KH*KW, OH*OW*N)
+# matrix of columns.
+
+# %%
+xpad = np.pad(x, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD))).transpose(1, 2, 3, 0).copy()  # stored (C, H, W, N)
+s_c, s_h, s_w, s_n = xpad.strides
+print(f"xpad         {xpad.shape}   (C, H+2*PAD, W+2*PAD, N); strides in bytes {xpad.strides}: the same pixel "
+      f"of the next image is {s_n} bytes on, the next pixel of a row {s_w}")
+print(f"seen as (N, C, H, W): shape {xpad.transpose(3, 0, 1, 2).shape}, strides {xpad.transpose(3, 0, 1, 2).strides}, "
+      f"the same memory: {np.shares_memory(xpad, xpad.transpose(3, 0, 1, 2))}")
+windows = np.lib.stride_tricks.as_strided(xpad, (C, KH, KW, OH, OW, N),
+                                          (s_c, s_h, s_w, STRIDE * s_h, STRIDE * s_w, s_n))
+print(f"windows      {windows.shape}   (C, KH, KW, OH, OW, N), a view of xpad's memory: "
+      f"{np.shares_memory(windows, xpad)}")
+cols_by_hand = windows.reshape(C * KH * KW, OH * OW * N)   # a reshape of this view cannot be a view: the one copy
+print(f"as_strided and one copy against F.im2col: largest difference {np.abs(cols_by_hand - cols).max():.1e}")
+
+# %% [markdown]
+# ## 3. Every filter as a row: W_mat @ cols computes all filters at all positions at once
 
 # %%
 w_mat = w.reshape(OC, -1)
@@ -68,7 +105,7 @@ print(f"y            {y.shape}   (N, OC, OH, OW)")
 
 
 # %% [markdown]
-# ## 3. The definition, by loops: each output is a patch times a filter, summed
+# ## 4. The definition, by loops: each output is a patch times a filter, summed
 #
 # Timed after a warm-up, with the device synchronised before each clock read
 # (a GPU runs ahead of Python), as the median of a few runs.
@@ -95,7 +132,7 @@ print(f"\nlargest difference, product vs loops: {np.abs(y - y_loops).max():.1e};
       f"conv2d vs loops: {np.abs(y_conv - y_loops).max():.1e}")
 
 # %% [markdown]
-# ## 4. Backward
+# ## 5. Backward
 #
 # With gy_mat the upstream gradient laid out like y_mat: gW = gy_mat @ cols^T, and
 # gx = col2im(W_mat^T @ gy_mat): each column goes back to the pixels of its patch,
@@ -117,7 +154,7 @@ small = [mt.tensor(a, requires_grad=True, device=args.device) for a in (x[:1, :,
 conv_ok = mt.gradcheck(lambda x, w, b: F.conv2d(x, w, b, STRIDE, PAD), small)
 
 # %% [markdown]
-# ## 5. Max pooling: each 2x2 window keeps its largest value; backward sends gy to that one pixel
+# ## 6. Max pooling: each 2x2 window keeps its largest value; backward sends gy to that one pixel
 
 # %%
 pool_in = mt.tensor(rng.permutation(16).reshape(1, 1, 4, 4).astype(float), requires_grad=True, device=args.device)
@@ -141,10 +178,16 @@ assert np.abs(y_conv - y_loops).max() < 1e-9 and conv_ok and pool_ok
 # %% [markdown]
 # ## Try this
 #
-# 1. Set `STRIDE, PAD = 2, 0`: the output shrinks to 7x7 at the full size (3x3 quick),
-#    im2col makes a quarter of the columns, and the loops still agree.
-# 2. In section 0, use a 3x3 kernel on the 3x3 image: one output pixel, one column
-#    holding all nine pixels.
-# 3. Time the first call of `F.conv2d` separately from the median: on a GPU the first
-#    call is far slower (CuPy compiles its kernels then), which is why benchmarks warm up.
-
+# 1. Set `STRIDE, PAD = 2, 0`: the output shrinks to 7x7 at the full size (3x3 quick), and
+#    im2col makes 392 columns instead of 2048 (7*7*8 against 16*16*8), about a fifth; in
+#    quick mode 18 instead of 128 (3*3*2 against 8*8*2), about a seventh. The loops still
+#    agree.
+# 2. In section 0, use a 3x3 kernel on the 3x3 image (`F.im2col(tiny, 3, 3, (1, 1), (0, 0))`):
+#    one output pixel, one column holding all nine pixels.
+# 3. Time the first call of `F.conv2d` on its own: in section 4, put `start = time.perf_counter()`
+#    above `y_conv = F.conv2d(xt, wt_, bt, STRIDE, PAD).numpy()` and
+#    `print(f"first call of conv2d: {(time.perf_counter() - start) * 1e3:.2f} ms")` below it
+#    (with `import time` at the top). On a GPU the first call is far slower than the median
+#    (CuPy compiles its kernels then), which is why benchmarks warm up. On this CPU it is
+#    slower too, less so: 0.61 to 0.65 ms against a median of 0.07 to 0.11 ms in three full
+#    runs here (the first call also sets up the workspace the next calls reuse).

@@ -12,7 +12,8 @@ Without a GPU the lesson runs itself again with the stand-in answering `import c
 with one, it runs on the real CuPy.
 
 What to look for: each difference shown on the device arrays, and minitl's answer to it;
-zero host syncs in a training step; about 130 array operations (kernel launches) per step.
+zero host syncs in a training step; about 110 array operations (kernel launches) per step (113 under
+the stand-in on 2026-12-06, counted by section 5 when it runs).
 """
 
 # %%
@@ -178,9 +179,12 @@ if standin:
 #
 # ## Try this
 #
-# 1. In section 4, put `print(loss.item())` inside the `forbid_sync()` block: it raises
-#    DeviceSynchronized, naming the call that waited.
+# 1. In section 4, put `print(loss.item())` inside the `forbid_sync()` block, under
+#    `loss = step()`: it raises DeviceSynchronized ("ndarray.item() waits for the GPU (a
+#    device-to-host sync) where none is allowed"), naming the call that waited.
 # 2. Run `MINITL_CUPY_STANDIN=1 pytest tests/test_devices.py -q`: every "cuda" case of the
 #    device tests, on the stand-in, in under a second.
-# 3. Run `python -m benchmarks.count_ops --batch 256`: the count does not depend on the
-#    batch size; only the work per kernel grows, which is why a GPU wins at large batches.
+# 3. Run `PYTHONPATH=tests/cupy_standin python -m benchmarks.count_ops --batch 256`, then with
+#    `--batch 32` (on a machine with CuPy and a GPU, without the PYTHONPATH): the same count at
+#    both batch sizes. Only the work per kernel grows with the batch, which is why a GPU
+#    wins at large batches.

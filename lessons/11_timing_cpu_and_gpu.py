@@ -34,6 +34,7 @@ args = lesson_arguments(__doc__, globals().get("__file__"))
 BATCHES = (32, 256)
 GPU_BATCHES = (8, 64, 512) if args.quick else (1, 4, 16, 64, 256, 1024)
 REPEAT = 5 if args.quick else 15
+BUSY = 1                                  # busy processes beside section 3's second measurement
 SEED = 0
 
 gpu_ok, gpu_name = backend.cuda_status()
@@ -100,8 +101,8 @@ print(f"batch {BATCHES[0]} on {device}: first call {first * 1e3:.2f} ms; then me
 # NumPy's matrix products run in a BLAS library that starts one thread per core. For a
 # small step the second thread has little to do; when another process wants the same
 # cores, threads wait for each other and a step can take many times longer. Here: one
-# thread against the default, on this machine as it is, then with one busy process
-# beside us (it spins for the length of the measurement). minitl's training loops run
+# thread against the default, on this machine as it is, then with BUSY busy processes
+# (one) beside us (they spin for the length of the measurement). minitl's training loops run
 # with one BLAS thread (`backend.blas_threads`); `benchmarks/README.md` has the
 # measurements of the whole comparison.
 
@@ -114,17 +115,17 @@ def median_ms(batch, threads):
 
 
 thread_rows = []
-for load in ("as it is", "one busy process beside"):
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load != "as it is" else None
+for load, spinners in (("as it is", 0), (f"{BUSY} busy process{'es' if BUSY > 1 else ''} beside", BUSY)):
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(spinners)]
     try:
         for batch in BATCHES:
             one, default = median_ms(batch, 1), median_ms(batch, None)
             thread_rows.append([load, batch, f"{one:.2f}", f"{default:.2f}", f"{default / one:.2f}"])
-            print(f"  {load:<24} batch {batch:>4}: one thread {one:.2f} ms, default threads {default:.2f} ms")
+            print(f"  {load:<26} batch {batch:>4}: one thread {one:.2f} ms, default threads {default:.2f} ms")
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        for process in busy:
+            process.kill()
+            process.wait()
 
 # %% [markdown]
 # ## 4. Why a GPU clock needs a sync, and what the GPU buys
@@ -168,12 +169,17 @@ if gpu_rows:
 # %% [markdown]
 # ## Try this
 #
-# 1. Start two busy processes instead of one (two `subprocess.Popen` in section 3): on a
-#    2-core machine the default threads now fight for both cores. (Not measured by this
-#    lesson: `benchmarks/README.md` timed the whole comparison that way, over 420 s with
-#    the default threads against 117 s with one.)
-# 2. Run the lesson twice: the numbers move from run to run by several percent even on a
-#    quiet machine. That is why `benchmarks/` reports ratios measured within one run, never
-#    absolute times from different runs.
+# 1. Set `BUSY = 2`: two busy processes beside section 3's second measurement. On a 2-core
+#    machine the default threads now fight them for both cores; compare the "default / one"
+#    column with a run at `BUSY = 1`. (`benchmarks/README.md` timed the whole comparison
+#    that way: over 420 s with the default threads against 117 s with one.)
+# 2. Measure section 2 again in the same run (in a notebook, run its cell a second time; in
+#    the script, repeat its last three statements, `times = ...` to the `print`, below them):
+#    the second median is not the first. Three runs here, on a machine shared with other
+#    work, gave 10.19 then 8.87 ms, 92.78 then 92.05, and 96.00 then 96.01 (the default BLAS
+#    threads and a busy neighbour, as section 3 shows, make a step ten times slower). That is
+#    why `benchmarks/` reports ratios measured within one run, never absolute times from
+#    different runs.
 # 3. With a GPU, set `GPU_BATCHES = (1,)`: a step of one image is all launches, and the
-#    CPU wins.
+#    CPU wins ("the CPU won at every batch here"). Without one, section 4 says so and is
+#    skipped.
