@@ -135,7 +135,7 @@ def test_a_batch_norm_model_trains_on_a_set_that_leaves_a_last_batch_of_one():
     assert len(result.losses) == 6
     with pytest.raises(ValueError, match="batch norm needs at least two examples a batch.*batch_size 1"):
         transfer.train_scratch(d, train, transfer.Budget(steps=6, batch_size=1), norm="batch")
-    plain = transfer._loader(train.x, train.y, transfer.Budget(batch_size=32), 0, "cpu", transfer.model_for(d))
+    plain = transfer.recipes._loader(train.x, train.y, transfer.Budget(batch_size=32), 0, "cpu", transfer.model_for(d))
     assert sum(len(y) for _, y in plain) == 65  # a model without batch statistics keeps every example
 
 

@@ -83,7 +83,7 @@ def test_feature_cache_hit_does_not_run_the_backbone(setup, tmp_path, monkeypatc
     cache = transfer.FeatureCache(str(tmp_path), log=quiet)
     first = cache.features(source.features, d.target_pool, "pool")
     assert cache.last == "created"
-    monkeypatch.setattr(transfer, "extract_features", lambda *a: pytest.fail("the backbone ran on a cache hit"))
+    monkeypatch.setattr(transfer.cache, "extract_features", lambda *a: pytest.fail("the backbone ran on a cache hit"))
     second = cache.features(source.features, d.target_pool, "pool")
     assert cache.last == "hit" and np.array_equal(first, second)
 
@@ -484,7 +484,7 @@ def test_every_recipe_trains_for_its_budgets_steps(setup, tmp_path, monkeypatch)
         asked.append(steps)
         return training.fit(loss_fn, opt, loader, 2, *args)
 
-    monkeypatch.setattr(transfer, "fit", fit_two_steps)
+    monkeypatch.setattr(transfer.recipes, "fit", fit_two_steps)
     for method in transfer.METHODS:
         budget = transfer.BUDGETS[method]
         asked.clear()
