@@ -138,7 +138,7 @@ def main():
     parser.add_argument("--reference", action="store_true",
                         help="the table's probe at k=all against a logistic regression on the same features")
     args = parser.parse_args()
-    from minitl.compare import parse_k
+    from minitl.commands.compare import parse_k
     ks, candidates = parse_k(args.k), [int(s) for s in args.steps.split(",")]
     if args.lambdas:
         rows = lambdas(args.dataset, 4)

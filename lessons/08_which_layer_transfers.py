@@ -18,8 +18,8 @@ lesson prints is computed from its own numbers.
 # %%
 import statistics
 
-from minitl import compare
-from minitl.layers import run_layers
+from minitl.commands import compare
+from minitl.commands.layer_probe import run_layers
 from minitl.report import lesson_arguments, picture, save_picture, table
 
 args = lesson_arguments(__doc__, globals().get("__file__"))

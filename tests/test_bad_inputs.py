@@ -292,7 +292,7 @@ def test_training_on_nan_stops_with_the_step():
 
 
 def test_the_comparison_names_method_k_and_seed_when_a_loss_diverges(monkeypatch, tmp_path):
-    from minitl import compare
+    from minitl.commands import compare
     monkeypatch.setenv("MINITL_CACHE", str(tmp_path))
 
     def diverge(method, *args, **kwargs):
@@ -550,7 +550,7 @@ def test_a_killed_worker_is_named_and_the_comparison_exits_within_seconds(monkey
     import signal
     import time
 
-    from minitl import __main__ as cli
+    from minitl.commands import cli
 
     def killed_on_seed_1(method, source, data, train, cache, budget, seed, device):
         if seed == 1:
@@ -948,7 +948,7 @@ def test_no_grad_passes_throw_and_close_to_a_generator():
 def test_the_third_hostile_pass(monkeypatch, capsys):
     from collections import OrderedDict
 
-    from minitl import __main__ as cli
+    from minitl.commands import cli
     named = nn.Sequential(OrderedDict(first=nn.Linear(2, 2)))  # was an empty Sequential passing its input through
     assert list(named.state_dict()) == ["first.weight", "first.bias"]
     with pytest.raises(TypeError, match="Sequential: '1' is a function, not a Module"):

@@ -34,11 +34,11 @@ def test_one_version_and_the_console_script():
     tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
 
     import minitl
-    from minitl import __main__ as cli
+    from minitl.commands import cli
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "version" not in project and project["dynamic"] == ["version"]  # read from minitl.__version__
     module, function = project["scripts"]["minitl"].split(":")
-    assert module == "minitl.__main__" and callable(getattr(cli, function))
+    assert module == "minitl.commands.cli" and callable(getattr(cli, function))
     try:
         assert importlib.metadata.version("minitl") == minitl.__version__
     except importlib.metadata.PackageNotFoundError:

@@ -454,7 +454,7 @@ def test_main_command_bad_options_are_named(tmp_path, args, message):
 
 
 def test_the_table_is_the_same_in_one_process_or_two(shared_cache, monkeypatch):
-    from minitl import compare
+    from minitl.commands import compare
     monkeypatch.setenv("MINITL_CACHE", shared_cache)
     run = lambda jobs: compare.run_comparison(methods=("proxy", "fine_tune", "scratch"), ks=(2, 5), seeds=2, steps=5,
                                               log=quiet, jobs=jobs)

@@ -13,11 +13,11 @@ import contextlib
 import statistics
 import time
 
-from minitl import backend, compare, parallel, report, transfer
-from minitl.compare import save_json
+from minitl import backend, parallel, report, transfer
+from minitl.commands import compare
+from minitl.commands.compare import DEFAULT_K, save_json
 from minitl.data import k_shot_indices
 
-DEFAULT_K = (2, 5, 10, 20, "all")
 QUICK = dict(k=(2, "all"), seeds=2, steps=100)  # a first look: every head gets 100 steps
 
 
