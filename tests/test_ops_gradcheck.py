@@ -27,15 +27,34 @@ def test_gradcheck(spec, device, data):
 
 
 @pytest.mark.parametrize("spec", OP_SPECS, ids=lambda s: s.name)
-def test_only_needed_gradients_are_computed(spec, device):
-    """Freeze every input but the first: the others get no .grad, the first still gets the right one."""
+@pytest.mark.parametrize("trained", ["first", "last"])
+def test_only_needed_gradients_are_computed(spec, device, trained):
+    """Freeze every input but one: each op's backward computes no gradient for an input that needs
+    none (what it returns is spied on, as test_nn's _SpyConv does for conv: the engine would drop an
+    unneeded gradient anyway, so .grad alone cannot show the work was skipped), and the trained input
+    still gets its gradient."""
+    from minitl.autograd import graph_order
     inputs = make_inputs(spec, np.random.default_rng(0), device=device)
-    for x in inputs[1:]:
-        x.requires_grad = False
+    keep = inputs[0] if trained == "first" else inputs[-1]
+    for x in inputs:
+        x.requires_grad = x is keep
     out = spec.fn(*inputs, **spec.params)
+    returned = []
+    for t in graph_order(out):
+        fn = t._creator
+        if fn is not None:
+            def spy(gy, fn=fn, backward=fn.backward):
+                got = backward(gy)
+                returned.append((type(fn).__name__, fn.needs_grad, got if isinstance(got, tuple) else (got,)))
+                return got
+            fn.backward = spy
     out.backward(mt.tensor(np.ones(out.shape), dtype=mt.float64, device=device))
-    assert inputs[0].grad is not None and inputs[0].grad.shape == inputs[0].data.shape
-    assert all(x.grad is None for x in inputs[1:])
+    assert returned, "no op ran backward"
+    for name, needs, grads in returned:
+        for i, (need, g) in enumerate(zip(needs, grads)):
+            assert need or g is None, f"{name}.backward computed a gradient for input {i}, which needs none"
+            assert not need or g is not None, f"{name}.backward returned no gradient for input {i}, which needs one"
+    assert keep.grad is not None and keep.grad.shape == keep.data.shape
 
 
 def test_batch_norm_needs_a_random_upstream_gradient(device, monkeypatch):
