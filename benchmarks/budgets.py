@@ -10,7 +10,7 @@ on minitl.data.development_data: its development accuracy and its training loss 
 the last tenth of its steps). A budget has converged when a longer one no longer changes
 the accuracy beyond noise and the loss has flattened. The linear probe's budget is measured
 through the proxy (the same computation from cached features, a hundred times cheaper).
-The chosen budgets live in minitl/transfer.py (BUDGETS); the results go to
+The chosen budgets live in minitl/transfer/budgets.py (BUDGETS); the results go to
 benchmarks/results/budgets-DATASET.json.
 """
 
