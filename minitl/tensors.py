@@ -9,13 +9,12 @@ import builtins
 import contextlib
 
 from minitl import backend
-from minitl.checks import is_int, is_real  # noqa: F401 (re-exported: older code imports them from here)
+from minitl.checks import is_int
 
 
 def manual_seed(seed):
     """Seed every random draw minitl makes; draws happen on the host, so CPU and GPU agree."""
     backend.manual_seed(seed)
-
 
 
 # ---------------------------------------------------------------- Tensor
