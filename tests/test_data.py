@@ -1,5 +1,9 @@
 """Datasets and the DataLoader."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -72,6 +76,85 @@ def test_digits_split_source_and_target_digits():
     total = sum(len(s) for s in (d.source_train, d.source_test, d.target_pool, d.target_test))
     assert total == 1797
     assert set(np.unique(d.target_pool.y)) == set(range(5))
+
+
+@pytest.fixture(scope="module")
+def photos():
+    pytest.importorskip("skimage")
+    return data.photos(seed=0)
+
+
+def test_photos_are_patches_and_faces_in_unit_range(photos):
+    assert photos.image_shape == (1, data.PHOTO_SIZE, data.PHOTO_SIZE) and data.PHOTO_SIZE % 4 == 0
+    assert photos.source_classes == data.PHOTOS and photos.target_classes == ("face", "non-face")
+    for split, counts in ((photos.source_train, [600] * 10), (photos.source_test, [150] * 10),
+                          (photos.target_pool, [50, 50]), (photos.target_test, [50, 50])):
+        assert split.x.dtype == np.float32 and split.y.dtype == np.int64
+        assert split.x.min() >= 0 and split.x.max() <= 1
+        assert np.array_equal(np.bincount(split.y), counts)
+    from minitl import transfer
+    model = transfer.model_for(photos)  # TransferCNN takes 24x24 images
+    assert model(mt.tensor(photos.target_test.x[:3])).shape == (3, len(photos.source_classes))
+
+
+def test_photos_target_pool_and_test_are_the_200_faces_and_non_faces_once(photos):
+    from skimage.data import lfw_subset
+    lfw = lfw_subset()
+    pool, test = photos.target_pool, photos.target_test
+    rows = [x.tobytes() for x in np.concatenate([pool.x, test.x])]
+    assert len(set(rows)) == 200                      # no image in both, none twice
+    expected = {lfw[i, :24, :24].astype(np.float32).tobytes(): int(i >= 100) for i in range(200)}
+    labels = np.concatenate([pool.y, test.y])
+    assert all(expected[r] == y for r, y in zip(rows, labels))   # the first 100 are faces (class 0)
+    assert data.k_shot(pool, 20, seed=0).x.shape == (40, 1, 24, 24)
+    with pytest.raises(ValueError, match="k=51 is more than the 50 examples per class"):
+        data.k_shot(pool, 51)
+    dev = data.development_data("photos")  # budgets are chosen on half the pool, never on the test set
+    for split in (dev.target_pool, dev.target_test):
+        assert np.array_equal(np.bincount(split.y), [25, 25])
+    assert {x.tobytes() for x in dev.target_test.x} <= {x.tobytes() for x in pool.x}
+
+
+def test_photos_are_deterministic_from_the_seed(photos):
+    again, other = data.photos(seed=0), data.photos(seed=1)
+    for name in ("source_train", "source_test", "target_pool", "target_test"):
+        assert np.array_equal(getattr(photos, name).x, getattr(again, name).x)
+        assert np.array_equal(getattr(photos, name).y, getattr(again, name).y)
+        assert not np.array_equal(getattr(photos, name).x, getattr(other, name).x)
+    assert data.load_dataset("photos").source_train.fingerprint() == photos.source_train.fingerprint()
+
+
+def test_photos_train_on_the_left_half_and_test_on_the_right(monkeypatch):
+    """Photos whose every pixel holds its own position: each patch says where it was cut from."""
+    skimage_data = pytest.importorskip("skimage.data")
+    h, w, size = 60, 101, data.PHOTO_SIZE
+    for name in data.PHOTOS:
+        monkeypatch.setattr(skimage_data, name, lambda: np.arange(h * w, dtype=np.float64).reshape(h, w))
+    d = data.photos(seed=2, source_per_class=30, source_test_per_class=30)
+    for split, columns in ((d.source_train, range(0, w // 2)), (d.source_test, range(w // 2, w))):
+        for patch in split.x[:, 0]:
+            top, left = divmod(int(patch[0, 0]), w)
+            expected = np.arange(h * w).reshape(h, w)[top:top + size, left:left + size]
+            assert np.array_equal(patch, expected)                            # a whole window of the photo
+            assert left in columns and left + size - 1 in columns             # inside its own half
+    train_windows = {p.tobytes() for p in d.source_train.x}
+    assert not train_windows & {p.tobytes() for p in d.source_test.x}
+
+
+def test_photos_without_scikit_image_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now fails, as if it were not installed
+    with pytest.raises(ImportError, match=r"^the photos dataset needs scikit-image: pip install 'minitl\[lessons\]'$"):
+        data.load_dataset("photos")
+
+
+def test_the_command_without_scikit_image_says_so_in_one_line(tmp_path):
+    (tmp_path / "skimage").mkdir()
+    (tmp_path / "skimage" / "__init__.py").write_text("raise ModuleNotFoundError('no scikit-image here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "minitl", "--dataset", "photos", "--quick"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip() == "error: the photos dataset needs scikit-image: pip install 'minitl[lessons]'"
 
 
 def test_dataloader_covers_every_example_once_per_epoch_in_a_seeded_order(device):

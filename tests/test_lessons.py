@@ -21,7 +21,9 @@ PICTURES = {  # what each lesson draws (under lessons/out/quick/<lesson>/ in qui
     "07_regularized_fine_tuning": {"learning_curves.png"},
     "08_which_layer_transfers": {"accuracy_by_layer.png"},
     "09_frozen_statistics": {"running_means.png"},
+    "12_transfer_on_real_photos": {"source_photos.png", "faces.png", "accuracy_by_layer.png"},
 }
+NEEDS = {"12_transfer_on_real_photos": "skimage"}  # a lesson that stops at once, in one line, without this module
 
 
 def cells(path):
@@ -41,8 +43,9 @@ def cells(path):
 def test_the_lessons_are_the_course():
     names = [p.stem for p in LESSONS]
     assert names[:3] == ["01_tensors_and_autograd", "02_gradient_checking", "03_convolution_as_matrix_product"]
-    assert {"09_frozen_statistics", "10_the_gpu_path_without_a_gpu", "11_timing_cpu_and_gpu"} <= set(names)
-    assert len(LESSONS) == 11
+    assert {"09_frozen_statistics", "10_the_gpu_path_without_a_gpu", "11_timing_cpu_and_gpu",
+            "12_transfer_on_real_photos"} <= set(names)
+    assert len(LESSONS) == 12
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
@@ -67,6 +70,8 @@ def test_the_lessons_open_as_notebooks_in_jupytext():
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
 def test_lesson_runs_in_quick_mode(lesson, shared_cache):
+    if lesson.stem in NEEDS:
+        pytest.importorskip(NEEDS[lesson.stem])
     env = dict(os.environ, MINITL_CACHE=shared_cache, MPLBACKEND="Agg")
     device = REQUESTED_DEVICE or "cpu"  # MINITL_DEVICE=cuda runs the lessons on the GPU
     done = subprocess.run([sys.executable, str(lesson), "--quick", "--device", device], capture_output=True,
@@ -154,14 +159,14 @@ class Exercise:
     """A "Try this" exercise as a test checks it: its edits applied to a copy of its lesson (or, for an
     exercise that runs a command, that command), run in quick mode, and the outcome its text states
     there. Several exercises of one lesson whose edits combine are checked in one run, to save time."""
-    lesson: str                  # the lesson's number, "01" to "11"
+    lesson: str                  # the lesson's number, "01" to "12"
     edits: tuple = ()            # (old, new) pairs: each old text is in the lesson once, and is replaced
     fails_with: str = None       # None: the run ends with exit code 0; else a phrase of the error it stops with
     prints: tuple = ()           # regular expressions, each found in what the run prints (re.M)
     holds: object = None         # a check of the numbers the prints' named groups captured (as floats)
     commands: tuple = ()         # instead of the lesson: command lines, python's arguments ({out}: a scratch folder)
     env: tuple = ()              # (name, value) pairs added to the environment of the run
-    needs: str = None            # a module the exercise needs (scikit-learn, for the digits): skipped without it
+    needs: str = None            # a module the exercise needs (sklearn, skimage): skipped without it
 
 
 ROOT = HERE.parent
@@ -289,6 +294,17 @@ EXERCISES = {
         ("GPU_BATCHES = (8, 64, 512) if args.quick else", "GPU_BATCHES = (1,) if args.quick else")), prints=(
         r"^  2 busy processes beside +batch +256: ", r"(?s)^batch 32 on cpu: first call.*^batch 32 on cpu: first call",
         r"^no GPU here|^the CPU won at every batch here")),
+    "lesson 12, Try 1 + 2: contrast for brightness; feature MSE": Exercise("12", needs="skimage", edits=(
+        ("return split.x.mean(axis=(1, 2, 3))", "return split.x.std(axis=(1, 2, 3))"),
+        ('METHODS = ("scratch", "proxy", "fine_tune")',
+         'METHODS = ("scratch", "proxy", "fine_tune", "fine_tune+feature_mse")')), prints=(
+        r"the nearer mean gets (?P<contrast>[\d.]+) of the target test set right$",
+        r"^fine_tune\+feature_mse +[\d.]+ ± [\d.]+ +[\d.]+ ± ",                 # section 3's table, k=2 and all
+        r"^k=2 +fine_tune\+feature_mse +[\d.]+ +[\d.]+ "),                        # section 4's pairs
+        holds=lambda v: v["contrast"] == 0.64),
+    "lesson 12, Try 3: python -m minitl --dataset photos": Exercise("12", needs="skimage", commands=(
+        ("-m", "minitl", "--dataset", "photos", "--quick", "--out", "{out}"),),
+        prints=(r"^fine_tune\+l2sp +[\d.]+ ± ", r"^plot: .*accuracy-vs-k\.png$", r"^plot: .*loss-curves\.png$")),
 }
 
 
@@ -345,6 +361,18 @@ def test_every_try_this_exercise_is_checked():
     for lesson in LESSONS:
         for n in re.findall(r"^# (\d+)\. ", cells(lesson)[-1][1], re.M):
             assert (lesson.stem[:2], int(n)) in checked, f"{lesson.stem}, Try {n} has no entry in EXERCISES"
+
+
+def test_lesson_12_without_scikit_image_stops_in_one_line(tmp_path):
+    (tmp_path / "skimage").mkdir()
+    (tmp_path / "skimage" / "__init__.py").write_text("raise ModuleNotFoundError('no scikit-image here')\n")
+    lesson = next(p for p in LESSONS if p.stem.startswith("12_"))
+    env = dict(os.environ, MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(lesson), "--quick"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    assert done.stdout.strip() == "(lesson 12 is skipped: scikit-image is not installed; pip install 'minitl[lessons]')"
 
 
 def test_lesson_8_without_scikit_learn_says_so_in_one_line(tmp_path, shared_cache):
