@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 # No minitl import at module level: the steps' processes import what they time (minitl, or a peer)
-# themselves, and a peer's process imports only minitl's timer (report.wall_times, numbers only).
+# themselves. A peer's process imports minitl for its timer (report.wall_times), which loads the
+# package (NumPy, and CuPy where it is installed) but runs nothing of it.
 
 
 def timeit(fn, sync=lambda: None, warmup=3, repeat=15):

@@ -45,7 +45,8 @@ KS = (2, "all") if args.quick else (2, 5, 10, 20, "all")   # labelled target exa
 SEEDS = 2 if args.quick else 8           # runs per cell; each seed draws the same examples for every method
 STEPS = 30 if args.quick else None       # None: every method's converged budget (transfer.BUDGETS)
 METHODS = ("scratch", "proxy", "fine_tune")   # the proxy is the linear probe's computation, from cached features
-T_CRITICAL = {1: 12.71, 7: 2.36}         # two-sided 5% point of Student's t, by degrees of freedom
+T_CRITICAL = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
+              11: 2.20}            # two-sided 5% point of Student's t, by degrees of freedom (SEEDS up to 12)
 
 
 def mean(cell):

@@ -104,6 +104,7 @@ class Function:
 
     reads_inputs = True
     makes_view = False  # the output may be a view of input 0: then it shares its version (see bump_version)
+    saves_output = False  # backward reads the output it returned (exp's y): the output's version is checked too
     released = False  # set once backward has freed what this op saved
     # new_grads: every array backward returns is made by this call and returned once (no view of gy,
     # no array shared by two inputs), so a leaf may keep it as its .grad without a copy.
@@ -129,6 +130,8 @@ class Function:
             self.inputs = inputs
             if self.reads_inputs:
                 self.versions = [t._versions[0] for t in inputs]
+            if self.saves_output:
+                self.output_versions = out._versions  # (a new array's list; its version is 0 now)
             out._creator = self
         return out
 
@@ -138,7 +141,12 @@ class Function:
         self.released = True
 
     def check_versions(self):
-        """A RuntimeError if an input this op reads was changed in place since the forward."""
+        """A RuntimeError if an input this op reads, or the output it saved, was changed in place since
+        the forward."""
+        if self.saves_output and self.output_versions[0] != 0:
+            raise RuntimeError(f"one of the tensors needed for gradient computation has been modified by an inplace "
+                               f"operation: the output of {type(self).__name__}, which its backward reads, is at "
+                               f"version {self.output_versions[0]}; expected version 0")
         if not self.reads_inputs or [t._versions[0] for t in self.inputs] == self.versions:
             return
         for i, (t, seen) in enumerate(zip(self.inputs, self.versions)):
@@ -198,7 +206,7 @@ def run_backward(root, grad, retain_graph=False):
     order = graph_order(root)
     for t in order:  # every check before any gradient is touched
         fn = t._creator
-        if fn is not None and fn.reads_inputs:
+        if fn is not None and (fn.reads_inputs or fn.saves_output):
             fn.check_versions()
     grads = {id(root): grad}
     owned = set()  # ids whose pending gradient is a new array that nothing else holds
@@ -246,7 +254,6 @@ def _own_gradient(t, gy, owned):
     return g
 
 
-# Older code imports these from here (they moved to minitl/tensors.py and minitl/ops.py).
+# Older code imports these from here (they moved to minitl/checks.py and minitl/tensors.py).
 from minitl.checks import is_int, is_real  # noqa: E402, F401
-from minitl.ops import unbroadcast  # noqa: E402, F401
 from minitl.tensors import broadcast_shape, check_compatible, manual_seed, require_tensor, tensor, would_overflow  # noqa: E402, F401

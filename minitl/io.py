@@ -261,7 +261,7 @@ _NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.for
 
 
 def write_npz(file, arrays):
-    """Write name -> host array to an open binary file as an uncompressed .npz: one `name.npy`
+    """Write name -> host array to a path or an open binary file as an uncompressed .npz: one `name.npy`
     member per array, written directly (any name is fine), never pickled."""
     with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, a in arrays.items():

@@ -145,6 +145,7 @@ class Exp(Function):
     """y = exp(x);  gx = gy * y"""
     new_grads = True
     reads_inputs = False
+    saves_output = True
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
         return self.y
@@ -223,7 +224,8 @@ def _keepdims_shape(shape, axes):
 def _spread(gy, shape, row_major, axes):
     """A reduction's gradient: gy (reduced over axes) at every position of the input's shape. Written
     into a new row-major array when the input was one (NumPy's broadcast_to alone costs 5 us); a
-    broadcast view otherwise, which the next elementwise op reads in the input's own layout."""
+    broadcast view otherwise, which the next elementwise op reads in the input's own layout. (Sum and
+    Mean do not promise new gradients, new_grads, as the view is not one: a leaf copies either.)"""
     gy = gy.reshape(_keepdims_shape(shape, axes))
     xp = backend.get_array_module(gy)
     if not row_major:
@@ -265,10 +267,18 @@ class Mean(Function):
         total = x.sum(axis=self.axes, keepdims=self.keepdims)
         if total.dtype.kind != "f":  # an integer tensor's mean is float32, as its true division is (see div)
             total = total.astype(backend.float32)
-        return total / self.count  # the sum in x's dtype, then one division: as sum(x) / count would be
+        return _divided(total, self.count)
 
     def backward(self, gy):
-        return _spread(gy / self.count, self.x_shape, self.x_row_major, self.axes)
+        return _spread(_divided(gy, self.count), self.x_shape, self.x_row_major, self.axes)
+
+
+def _divided(a, count):
+    """a / count in a's float dtype. float16 divides in float32 and rounds back, as PyTorch does: the
+    count itself may not fit in float16 (65520 and up round to inf, and a / inf is a silent 0)."""
+    if a.dtype.itemsize >= 4:
+        return a / count
+    return (a.astype(backend.float32) / count).astype(a.dtype)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -437,9 +447,10 @@ def getitem(x, index):
     try:
         return GetItem(parts if isinstance(index, tuple) else parts[0])(x)
     except IndexError as e:
-        if on_host:  # NumPy found a bad index: name it as on the GPU
-            _check_index_ranges(parts, x.shape)
-        raise IndexError(f"indexing a tensor of shape {x.shape}: {e}") from None
+        refused = e
+    if on_host:  # NumPy found a bad index: name it as on the GPU (outside the except: one traceback)
+        _check_index_ranges(parts, x.shape)
+    raise IndexError(f"indexing a tensor of shape {x.shape}: {refused}") from None
 
 
 class Cast(Function):

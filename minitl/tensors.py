@@ -197,8 +197,11 @@ class Tensor:
 
     # ---- conversion
     def detach(self):
-        """The same data with no history: gradients stop here."""
-        return _new_tensor(self.data)
+        """The same data with no history: gradients stop here. It shares this tensor's version, as in
+        PyTorch: an in-place change through it is seen by a graph that saved the data."""
+        t = _new_tensor(self.data)
+        t._versions = self._versions
+        return t
 
     def numpy(self):
         """The data as a NumPy array (copied from the GPU when it lives there)."""
@@ -252,26 +255,31 @@ class Tensor:
 
     _version = property(lambda self: self._versions[0])
 
-    # ---- in place, without a graph (running statistics, counters): the version moves, as in PyTorch
+    # ---- in place, without a graph (running statistics, counters): the version moves, so a graph that
+    # saved these values (as an input, or as an op's output) refuses to backward, as in PyTorch
     def mul_(self, value):
         """self *= value, in place; returns self."""
-        self._check_in_place("mul_")
-        self.data *= value.data if isinstance(value, Tensor) else value
+        value = self._in_place_operand(value, "mul_")
+        self.data *= value
         self.bump_version()
         return self
 
     def add_(self, other, alpha=1):
         """self += alpha * other, in place; returns self."""
-        self._check_in_place("add_")
-        other = other.data if isinstance(other, Tensor) else other
-        self.data += other if alpha == 1 else alpha * other
+        other = self._in_place_operand(other, "add_")
+        self.data += other if alpha == 1 else self._in_place_operand(alpha, "add_") * other
         self.bump_version()
         return self
 
-    def _check_in_place(self, op):
-        if self._requires_grad and self._creator is None and autograd.is_grad_enabled():
-            raise RuntimeError(f"{op}: a leaf tensor that requires grad is used in an in-place operation, which "
-                               f"autograd cannot follow (as in PyTorch): wrap it in `with mt.no_grad():`")
+    def _in_place_operand(self, other, op):
+        """other's array, after the rules every op keeps (one device and float dtype, numbers that fit), and
+        a refusal where autograd would lose track: minitl does not record in-place ops in a graph."""
+        if self._requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(f"{op}: this tensor requires grad, and an in-place change would not be recorded "
+                               f"in the graph: wrap it in `with mt.no_grad():`, or use the out-of-place op")
+        other = _lift(other, self)
+        check_compatible(op, self, other)
+        return other.data
 
     # ---- autograd
     def backward(self, grad=None, retain_graph=False):
@@ -332,11 +340,12 @@ def _new_tensor(array, requires_grad=False):
     return t
 
 
-
-def _filled(fill, size, dtype, device, requires_grad, op):
+def _filled(fill, size, dtype, device, requires_grad):
+    """A new tensor made by NumPy's or CuPy's `fill` (zeros, ones, empty) on its device."""
     shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
     if not all(is_int(n) and n >= 0 for n in shape):
-        raise ValueError(f"{op}: the size must be integers >= 0, given as mt.{op}(2, 3) or mt.{op}((2, 3)); got {size}")
+        raise ValueError(f"{fill}: the size must be integers >= 0, given as mt.{fill}(2, 3) or mt.{fill}((2, 3)); "
+                         f"got {size}")
     dtype = backend.float32 if dtype is None else backend.as_dtype(dtype)
     device = backend.default_device() if device is None else backend.check_device(device)
     array = getattr(backend.get_array_module(device), fill)(tuple(int(n) for n in shape), dtype)
@@ -345,17 +354,17 @@ def _filled(fill, size, dtype, device, requires_grad, op):
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
     """A tensor of zeros: mt.zeros(2, 3) or mt.zeros((2, 3)); float32 unless a dtype is given, as in PyTorch."""
-    return _filled("zeros", size, dtype, device, requires_grad, "zeros")
+    return _filled("zeros", size, dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
     """A tensor of ones, shaped as zeros' is."""
-    return _filled("ones", size, dtype, device, requires_grad, "ones")
+    return _filled("ones", size, dtype, device, requires_grad)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False):
     """A tensor whose values are whatever the memory held: for a buffer that is written before it is read."""
-    return _filled("empty", size, dtype, device, requires_grad, "empty")
+    return _filled("empty", size, dtype, device, requires_grad)
 
 
 def tensor(data, requires_grad=False, device=None, dtype=None):
@@ -393,9 +402,10 @@ def _lift(x, like):
     """
     if isinstance(x, Tensor):
         return x
-    dtype = like.data.dtype
-    if type(x) in _NUMBERS and dtype.kind == "f" and abs(x) < _FLOAT_OVERFLOW.get(dtype, 1e308):
-        return _new_tensor(dtype.type(x), False)  # the common case (x * 0.5, x / n) of the rule below, at once
+    if type(x) in _NUMBERS:  # the common case (x * 0.5, x / n) of the rule below, at once
+        dtype = like.dtype
+        if dtype.kind == "f" and abs(x) < _FLOAT_OVERFLOW.get(dtype, 1e308):
+            return _new_tensor(dtype.type(x))
     if backend.is_scalar(x) or (backend.is_array(x) and x.ndim == 0):
         kind = backend.as_dtype(x.dtype if hasattr(x, "dtype") else type(x)).kind
         dtype = like.dtype if backend.is_float(like.dtype) or kind != "f" else backend.float32

@@ -368,7 +368,7 @@ def test_factories_follow_pytorch():
 
 def test_in_place_updates_move_the_version_and_refuse_a_trained_leaf():
     w = mt.ones(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match="add_: a leaf tensor that requires grad"):
+    with pytest.raises(RuntimeError, match="add_: this tensor requires grad"):
         w.add_(1)
     assert w.data.tolist() == [1, 1, 1], "refused before anything changed"
     x = mt.ones(3, requires_grad=True)
@@ -390,3 +390,46 @@ def test_batch_norm_moves_its_statistics_through_the_in_place_helper():
     np.testing.assert_allclose(bn.running_mean.data, [0.2, 0.4])
     np.testing.assert_allclose(bn.running_var.data, [0.9 + 0.1 * 2.0, 0.9 + 0.1 * 8.0], rtol=1e-6)
     assert int(bn.num_batches_tracked.data) == 1
+
+
+def test_a_float16_mean_over_more_elements_than_float16_can_count():
+    """The count 70000 does not fit in float16 (it rounds to inf): the mean divides in float32 and
+    rounds back, as PyTorch does, instead of returning a silent 0 (and a gradient of 0)."""
+    x = mt.tensor(np.full(70000, 0.01, dtype=np.float16), requires_grad=True)
+    m = x.mean()
+    m.backward()
+    assert m.dtype == np.float16 and abs(float(m) - 0.01) < 1e-4
+    assert x.grad.dtype == np.float16 and abs(float(x.grad[0]) - 1 / 70000) < 1e-6
+
+
+def test_in_place_changes_that_autograd_cannot_follow_are_refused_or_caught():
+    """minitl records no in-place op: add_/mul_ on a tensor that requires grad is refused in grad mode,
+    and a change made where a graph saved the values (through detach, or an op's saved output) is
+    caught at backward, as PyTorch does, instead of a silently wrong gradient."""
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="mul_: this tensor requires grad"):
+        (x * 2).mul_(3)  # a non-leaf: its gradient would ignore the 3
+    with pytest.raises(RuntimeError, match="add_: this tensor requires grad"):
+        x[0:1].add_(10)  # a view of a trained leaf
+    y = x.exp()
+    with mt.no_grad():
+        y.mul_(2)  # Exp's backward reads its output
+    with pytest.raises(RuntimeError, match="the output of Exp, which its backward reads, is at version 1"):
+        y.sum().backward()
+    w = mt.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w * w).sum()
+    w.detach().mul_(2)  # detach shares the version, as in PyTorch
+    with pytest.raises(RuntimeError, match="input 0 of Mul"):
+        loss.backward()
+
+
+def test_in_place_operands_follow_the_rules_of_every_op():
+    z = mt.zeros(3)
+    with pytest.raises(OverflowError, match="does not fit in float32"):
+        z.add_(1e300)
+    with pytest.raises(TypeError, match="different float dtypes"):
+        z.add_(mt.tensor(np.ones(3)))
+    with pytest.raises(OverflowError, match="does not fit in float32"):
+        mt.ones(2).mul_(1e300)
+    assert z.data.tolist() == [0, 0, 0], "refused before anything changed"
+    assert mt.ones(2).add_(mt.ones(2), alpha=0.5).data.tolist() == [1.5, 1.5]

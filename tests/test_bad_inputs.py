@@ -967,3 +967,32 @@ def test_the_third_hostile_pass(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.console()
     assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_named_layer_error_still_shows_the_line_that_raised_it():
+    import traceback
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return x.reshape(5, 5)  # the line a learner must see
+
+    try:
+        Net()(mt.tensor(np.ones(4, dtype=np.float32)))
+    except ValueError as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        assert str(e).startswith("Net(): reshape: cannot reshape") and any("x.reshape(5, 5)" in (f.line or "")
+                                                                          for f in frames)
+    else:
+        pytest.fail("no error")
+
+
+def test_run_method_passes_a_recipes_options_on():
+
+    d = data.glyphs(source_per_class=4, source_test_per_class=2, target_pool_per_class=4, target_test_per_class=2)
+    source = transfer.model_for(d)
+    budget = transfer.Budget(steps=2)
+    result = transfer.run_method("fine_tune+l2sp", source, d, d.target_pool, None, budget, lam=0.5)
+    assert result.method == "fine_tune+l2sp"
+    seen = []
+    transfer.run_method("linear_probe", source, d, d.target_pool, None, budget, callback=lambda s, m: seen.append(s))
+    assert seen == [2], "the probe called back at its last step"

@@ -11,7 +11,8 @@ from test_gradcheck_tool import ForgetsUpstream
 
 import minitl as mt
 from minitl import backend
-from minitl.autograd import Function, unbroadcast
+from minitl.autograd import Function
+from minitl.ops import unbroadcast
 from minitl.testing import broadcastable_shapes, check_op, shape, tensors
 
 

@@ -10,6 +10,7 @@ class ReLUFunction(Function):
     """y = max(x, 0);  gx = gy * (x > 0)"""
     new_grads = True
     reads_inputs = False
+    saves_output = True
     def forward(self, x):
         self.y = backend.get_array_module(x).maximum(x, 0, out=backend.empty_like(x, any(self.needs_grad)))
         return self.y
@@ -28,6 +29,7 @@ class Softmax(Function):
     """y = exp(x - max x) / sum exp(x - max x) over the last axis;  gx = y * (gy - sum(gy * y))"""
     new_grads = True
     reads_inputs = False
+    saves_output = True
     def forward(self, x):
         xp = backend.get_array_module(x)
         e = xp.exp(x - x.max(axis=-1, keepdims=True))  # shifting by the max cannot overflow

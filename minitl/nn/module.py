@@ -117,7 +117,7 @@ class Module:
         except (ValueError, TypeError) as e:
             if getattr(e, "minitl_layer", None) is not None:  # named already, by the layer inside this one
                 raise
-            raise _named(self, e) from None
+            raise _named(self, e).with_traceback(e.__traceback__) from None  # still shows where it was raised
 
     # ---- walking the tree
     def named_children(self):

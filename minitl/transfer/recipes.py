@@ -198,16 +198,18 @@ def fine_tune(source, data, train, budget=Budget(), seed=0, device=None, regular
 METHODS = ("scratch", "linear_probe", "proxy", "fine_tune", "fine_tune+feature_mse", "fine_tune+l2sp")
 
 
-def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None, callback=None):
-    """One method by name, as the comparison table runs it: a Result. callback(step, model) runs every
-    50 steps where the method trains a model on images (the proxy trains a head on cached features)."""
+def run_method(method, source, data, train, cache, budget=Budget(), seed=0, device=None, **options):
+    """One method by name, as the comparison table runs it: a Result. `options` go to the recipe
+    (callback=f(step, model), which the methods that train a model on images call; at= for the probe,
+    lam= for the regularised fine-tunings)."""
     if method == "scratch":
-        return train_scratch(data, train, budget, seed, device, norm=source.norm, callback=callback)
+        return train_scratch(data, train, budget, seed, device, norm=source.norm, **options)
     if method == "linear_probe":
-        return linear_probe(source, data, train, budget, seed, device, callback=callback)
-    if method == "proxy":
-        return proxy_train(source, data, train, cache, budget, seed, device)
+        return linear_probe(source, data, train, budget, seed, device, **options)
+    if method == "proxy":  # a head on cached features: no model runs on images, so no callback
+        options.pop("callback", None)
+        return proxy_train(source, data, train, cache, budget, seed, device, **options)
     if method in METHODS:  # fine_tune, alone or with the regulariser named after its "+"
         regularizer = method.partition("+")[2] or None
-        return fine_tune(source, data, train, budget, seed, device, regularizer=regularizer, callback=callback)
+        return fine_tune(source, data, train, budget, seed, device, regularizer=regularizer, **options)
     raise ValueError(f"unknown method {method!r}: choose from {METHODS}")
