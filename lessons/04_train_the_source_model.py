@@ -122,7 +122,8 @@ with backend.blas_threads():
 #
 # The name encodes the data, the architecture, the steps, the learning rate, the batch
 # size and the seed. Change a constant and the file is another one: lesson 5 never
-# loads a model trained some other way thinking it is the usual one.
+# loads a model trained some other way thinking it is the usual one. (Quick mode trains
+# 100 steps, not 500: another recipe, so there the line below prints False.)
 
 # %%
 path = transfer.source_model_path(glyphs, SEED, steps=STEPS, lr=LR, batch=BATCH)

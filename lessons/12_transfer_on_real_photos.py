@@ -231,8 +231,8 @@ for k in KS:
           f"{mean(layers[cuts[-1]][str(k)]):.3f}, pixels {mean(layers['input'][str(k)]):.3f})")
 helped = [k for k in KS if any(verdicts[m, k][1] and verdicts[m, k][0] > 0 for m in METHODS[1:])]
 hurt = [k for k in KS if any(verdicts[m, k][1] and verdicts[m, k][0] < 0 for m in METHODS[1:])]
-print(f"transfer beat scratch by more than noise at k = {', '.join(map(str, helped)) or 'no k'}; "
-      f"it lost by more than noise at k = {', '.join(map(str, hurt)) or 'no k'}")
+at = lambda ks: "k = " + ", ".join(map(str, ks)) if ks else "no k"
+print(f"transfer beat scratch by more than noise at {at(helped)}; it lost by more than noise at {at(hurt)}")
 if args.quick:
     print(f"(quick mode: {SEEDS} seeds, every method trained {STEPS} steps, far from converged; read a full run's "
           f"numbers)")

@@ -443,6 +443,7 @@ def test_python_m_minitl_norm_batch_runs_end_to_end(tmp_path, shared_cache, devi
     (("--device", "tpu"), "unknown device 'tpu'"),
     (("check", "--device", "tpu"), "unknown device 'tpu'"),
     (("check", "--devices"), "unrecognized arguments"),
+    (("chek",), "unknown command 'chek': the commands are 'layers' and 'check'"),
 ])
 def test_main_command_bad_options_are_named(tmp_path, args, message):
     (tmp_path / "FILE").write_text("a file where --out wants a folder")

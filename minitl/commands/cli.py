@@ -85,6 +85,10 @@ def main(argv=None):
         return check_main(argv[1:])
     if argv[:1] == ["layers"]:
         return layers_main(argv[1:])
+    if argv and not argv[0].startswith("-"):  # a misspelt command would read as a stray argument
+        print(f"python -m minitl: error: unknown command {argv[0]!r}: the commands are 'layers' and 'check' "
+              f"(with none, the comparison table; --help lists its options)", file=sys.stderr)
+        return 2
 
     from minitl import transfer
     from minitl.commands.compare import DEFAULT_K, QUICK, check_out_folder, parse_k, parse_methods, run_comparison
