@@ -264,6 +264,8 @@ class Mean(Function):
         self.count = 1
         for a in self.axes:
             self.count *= x.shape[a]
+        if x.dtype.kind == "f" and x.dtype.itemsize < 4:  # float16: its sum may pass 65504 where its mean does not
+            return (x.sum(axis=self.axes, keepdims=self.keepdims, dtype=backend.float32) / self.count).astype(x.dtype)
         total = x.sum(axis=self.axes, keepdims=self.keepdims)
         if total.dtype.kind != "f":  # an integer tensor's mean is float32, as its true division is (see div)
             total = total.astype(backend.float32)

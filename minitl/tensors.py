@@ -279,6 +279,12 @@ class Tensor:
                                f"in the graph: wrap it in `with mt.no_grad():`, or use the out-of-place op")
         other = _lift(other, self)
         check_compatible(op, self, other)
+        if broadcast_shape(self.shape, other.shape, op) != self.shape:
+            raise ValueError(f"{op}: an operand of shape {other.shape} does not fit in place in a tensor of shape "
+                             f"{self.shape}")
+        if other.dtype.kind == "f" and self.dtype.kind != "f":
+            raise TypeError(f"{op}: a {other.dtype} operand would make this {self.dtype} tensor float: the result "
+                            f"cannot stay in place (convert it first with .float())")
         return other.data
 
     # ---- autograd

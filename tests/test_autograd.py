@@ -433,3 +433,23 @@ def test_in_place_operands_follow_the_rules_of_every_op():
         mt.ones(2).mul_(1e300)
     assert z.data.tolist() == [0, 0, 0], "refused before anything changed"
     assert mt.ones(2).add_(mt.ones(2), alpha=0.5).data.tolist() == [1.5, 1.5]
+
+
+def test_in_place_refusals_name_the_problem_before_anything_changes():
+    z = mt.zeros(2)
+    with pytest.raises(ValueError, match=r"add_: shapes \(2,\) and \(3,\) cannot be broadcast together"):
+        z.add_(mt.ones(3))
+    with pytest.raises(ValueError, match=r"shape \(2, 2\) does not fit in place"):
+        z.add_(mt.ones(2, 2))
+    with pytest.raises(TypeError, match="mul_: a float32 operand would make this int64 tensor float"):
+        mt.ones(2, dtype=mt.int64).mul_(0.5)
+    assert z.data.tolist() == [0, 0]
+    assert mt.ones(2, 3).add_(mt.ones(3)).data.tolist() == [[2, 2, 2]] * 2  # a broadcast that fits
+
+
+def test_a_float16_mean_whose_sum_passes_float16s_range():
+    """100000 ones sum to more than float16's largest (65504), but their mean is 1: summed in float32."""
+    x = mt.ones(100000, dtype="float16", requires_grad=True)
+    m = x.mean()
+    m.backward()
+    assert m.dtype == np.float16 and float(m) == 1.0 and abs(float(x.grad[0]) - 1e-5) < 1e-7
